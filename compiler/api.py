@@ -1,0 +1,76 @@
+"""Python API: ``compiler.compile(model, target=...) -> Artifact`` and ``compiler.load``."""
+from __future__ import annotations
+
+import os
+import platform
+from typing import Callable, Mapping, Sequence
+
+from targets import TargetSpec, get_target
+
+from .artifact import Artifact, Manifest
+from .build import build
+from .frontend import ModelLike, import_onnx
+from .pipeline import Recipe, run_passes
+from .report import layer_table
+from .runtime import Module
+
+
+def compile(  # noqa: A001  (the API is named after what it does, like tvm.compile)
+    model: ModelLike,
+    target: str | TargetSpec = "x86",
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    recipe: Recipe | str | os.PathLike | None = None,
+    tune_trials: int = 0,
+    tuning_db: str | os.PathLike | None = None,
+    dump_ir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Artifact:
+    """Compile an ONNX model into an :class:`Artifact`.
+
+    Parameters
+    ----------
+    model : path or onnx.ModelProto
+        The model.
+    target : str or TargetSpec
+        A registered target name (see ``squeeze targets``).
+    input_shapes : dict, optional
+        Static shapes for dynamic inputs.
+    recipe : Recipe or path to a TOML recipe, optional
+        Passes run after the default clean-ups.
+    tune_trials : int
+        MetaSchedule trials (0: default schedules only, or records already in ``tuning_db``).
+    tuning_db : path, optional
+        MetaSchedule database directory, created or extended by tuning and reused by later compiles.
+    dump_ir : path, optional
+        Directory receiving the IR after each pass.
+    log : callable, optional
+        Receives progress lines.
+    """
+    spec = get_target(target)
+    program = import_onnx(model, input_shapes)
+    if recipe is not None and not isinstance(recipe, Recipe):
+        recipe = Recipe.from_toml(recipe)
+    program = run_passes(program, Recipe.cleanups() + (recipe or Recipe()), dump_ir=dump_ir, log=log)
+    program.summary.setdefault("layers", layer_table(program.mod))
+    if tune_trials > 0:
+        from .tune import tune
+
+        if tuning_db is None:
+            raise ValueError("tune_trials needs tuning_db: the directory where records are kept")
+        tune(program, spec, tuning_db, tune_trials, progress=log is not None)
+    executable = build(program, spec, tuning_db)
+    manifest = Manifest(
+        inputs=program.inputs,
+        outputs=program.outputs,
+        target={"name": spec.name, "json": spec.target_json, "arch": platform.machine(), "isa": list(spec.features)},
+        summary=program.summary,
+        files={},
+        versions={},
+    )
+    return Artifact.from_executable(executable, manifest)
+
+
+def load(path: str | os.PathLike, rpc: str | None = None) -> Module:
+    """Load an artifact for running, locally or on the TVM RPC server at ``rpc`` ("host:port")."""
+    return Module(Artifact.read(path), rpc=rpc)

@@ -1,0 +1,193 @@
+"""The ``squeeze`` command: compile | run | tune | inspect | targets (tvmc-style)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SqueezeError
+
+LAYER_COLUMNS = ["name", "op", "input", "output", "macs", "param_bytes"]
+
+
+def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition(":")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad input shape '{text}': use name:1x3x224x224") from None
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _load_npz(path: str, names: list[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise SqueezeError(f"inputs file not found: {path}") from None
+    except (OSError, ValueError) as err:
+        raise SqueezeError(f"{path} is not a readable .npz file ({err}): save inputs with numpy.savez") from None
+    if len(names) == 1 and len(arrays) == 1:  # a lone array may go by any key
+        return {names[0]: next(iter(arrays.values()))}
+    return arrays
+
+
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def cmd_compile(args) -> None:
+    import compiler
+
+    art = compiler.compile(
+        args.model,
+        args.target,
+        input_shapes=dict(args.input_shape or []),
+        recipe=args.recipe,
+        tune_trials=args.tune_trials,
+        tuning_db=args.tuning_db,
+        dump_ir=args.dump_ir,
+        log=_log,
+    )
+    out = art.save(args.output)
+    _log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, target {art.manifest.target['name']})")
+
+
+def cmd_run(args) -> None:
+    import compiler
+
+    module = compiler.load(args.artifact, rpc=args.rpc)
+    inputs = _load_npz(args.inputs, module.input_names)
+    outputs = module.run(inputs)
+    if args.outputs:
+        _save_npz(args.outputs, outputs)
+    else:
+        for name, arr in outputs.items():
+            print(f"{name}: shape {list(arr.shape)} {arr.dtype}\n{arr}")
+    if args.print_time:
+        t = module.benchmark(inputs, repeat=args.repeat)
+        print(f"latency over {args.repeat} runs: median {t['median_ms']:.3f} ms, "
+              f"mean {t['mean_ms']:.3f} ms, std {t['std_ms']:.3f} ms, "
+              f"min {t['min_ms']:.3f} ms, max {t['max_ms']:.3f} ms")
+
+
+def cmd_tune(args) -> None:
+    from targets import get_target
+
+    from .frontend import import_onnx
+    from .pipeline import Recipe, run_passes
+    from .tune import tune
+
+    spec = get_target(args.target)
+    program = run_passes(import_onnx(args.model, dict(args.input_shape or [])), Recipe.cleanups())
+    db = tune(program, spec, args.tuning_db, args.trials, progress=True)
+    _log(f"tuning records in {db}")
+
+
+def cmd_inspect(args) -> None:
+    from .report import format_table
+
+    path = Path(args.path)
+    if path.suffix == ".tar":
+        from .artifact import Artifact
+
+        manifest = Artifact.read(path).manifest
+        print(f"artifact {path}: target {manifest.target['name']}, "
+              f"squeeze {manifest.versions.get('squeeze')}, tvm {manifest.versions.get('tvm')}")
+        for kind, specs in (("input", manifest.inputs), ("output", manifest.outputs)):
+            for s in specs:
+                print(f"  {kind} {s.name}: {'x'.join(map(str, s.shape))} {s.dtype}")
+        rows = manifest.summary.get("layers", [])
+    else:
+        from .frontend import import_onnx
+        from .pipeline import Recipe, run_passes
+        from .report import layer_table
+
+        program = run_passes(import_onnx(path, dict(args.input_shape or [])), Recipe.cleanups())
+        rows = layer_table(program.mod)
+    print(format_table(rows, LAYER_COLUMNS))
+
+
+def cmd_targets(_args) -> None:
+    from targets import get_target, target_names
+
+    for name in target_names():
+        spec = get_target(name)
+        print(f"{name:10s} {spec.description}")
+        print(f"{'':10s} target: {spec.target}")
+        ops = ", ".join(map(str, spec.accelerates)) or "none (generic TVM lowering)"
+        print(f"{'':10s} accelerates: {ops}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="squeeze", description="Prune, quantize and compile ONNX models with TVM.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp, model_help="ONNX model"):
+        sp.add_argument("model", help=model_help)
+        sp.add_argument("--target", default="x86", help="target name (see `squeeze targets`)")
+        sp.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME:1x3x224x224",
+                        help="static shape for a dynamic input (repeatable)")
+
+    c = sub.add_parser("compile", help="compile an ONNX model into an artifact (.tar)")
+    model_args(c)
+    c.add_argument("-o", "--output", required=True, help="artifact path (.tar)")
+    c.add_argument("--recipe", help="TOML recipe of passes to run after the clean-ups")
+    c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials (needs --tuning-db)")
+    c.add_argument("--tuning-db", help="tuning database directory, reused by later compiles")
+    c.add_argument("--dump-ir", help="directory receiving the IR after each pass")
+    c.set_defaults(func=cmd_compile)
+
+    r = sub.add_parser("run", help="run an artifact on inputs from an .npz file")
+    r.add_argument("artifact")
+    r.add_argument("--inputs", required=True, help=".npz with one array per input name")
+    r.add_argument("--outputs", help=".npz receiving the outputs (printed when omitted)")
+    r.add_argument("--print-time", action="store_true", help="print median and spread of the latency")
+    r.add_argument("--repeat", type=int, default=20, help="timed runs for --print-time")
+    r.add_argument("--rpc", help="run on a TVM RPC server at host:port")
+    r.set_defaults(func=cmd_run)
+
+    t = sub.add_parser("tune", help="tune a model's kernels with MetaSchedule into a database")
+    model_args(t)
+    t.add_argument("--tuning-db", required=True, help="database directory (created or extended)")
+    t.add_argument("--trials", type=int, default=2000, help="global trial budget")
+    t.set_defaults(func=cmd_tune)
+
+    i = sub.add_parser("inspect", help="per-layer table of an ONNX model or an artifact")
+    i.add_argument("path", help="model.onnx or artifact.tar")
+    i.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME:1x3x224x224")
+    i.set_defaults(func=cmd_inspect)
+
+    sub.add_parser("targets", help="list targets and what each accelerates").set_defaults(func=cmd_targets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "tune_trials", 0) and not getattr(args, "tuning_db", None):
+        print("squeeze: error: --tune-trials needs --tuning-db DIR to keep the records", file=sys.stderr)
+        return 2
+    try:
+        args.func(args)
+    except SqueezeError as err:
+        print(f"squeeze: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("squeeze: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Pass manager: a recipe (Python or TOML) becomes an ordered list of named passes."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import tvm
+
+from passes import make_pass
+
+from .errors import SqueezeError
+from .program import Program
+
+CLEANUPS = ("fold_constant", "fold_bn", "fold_constant", "dead_code")
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One named pass and its options."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    """An ordered, reviewable list of passes.
+
+    A TOML recipe lists passes as tables, in order::
+
+        [[pass]]
+        name = "fold_bn"
+    """
+
+    passes: list[PassSpec] = field(default_factory=list)
+
+    @classmethod
+    def cleanups(cls) -> "Recipe":
+        """The pure graph clean-ups every compile starts with."""
+        return cls([PassSpec(n) for n in CLEANUPS])
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> "Recipe":
+        return cls([PassSpec(n) for n in names])
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> "Recipe":
+        """Read a recipe file; errors name the file and the problem."""
+        try:
+            with open(path, "rb") as f:
+                doc = tomllib.load(f)
+        except FileNotFoundError:
+            raise SqueezeError(f"recipe file not found: {path}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise SqueezeError(f"recipe {path} is not valid TOML: {err}") from None
+        specs = []
+        for i, table in enumerate(doc.get("pass", [])):
+            options = dict(table)
+            if "name" not in options:
+                raise SqueezeError(f"recipe {path}: [[pass]] #{i + 1} has no 'name'")
+            specs.append(PassSpec(options.pop("name"), options))
+        return cls(specs)
+
+    def __add__(self, other: "Recipe") -> "Recipe":
+        return Recipe(self.passes + other.passes)
+
+
+def run_passes(
+    program: Program,
+    recipe: Recipe,
+    dump_ir: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
+) -> Program:
+    """Bind weights and apply ``recipe``'s passes in order.
+
+    Parameters
+    ----------
+    dump_ir : path, optional
+        Directory receiving the IR before the first pass and after each pass
+        (``00_input.py``, ``01_fold_bn.py``, ...).
+    log : callable, optional
+        Receives one line per pass.
+    """
+    program = program.bind_params()
+    passes = [(spec.name, make_pass(spec.name, **spec.options)) for spec in recipe.passes]
+    out = Path(dump_ir) if dump_ir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "00_input.py").write_text(program.mod.script())
+    mod = program.mod
+    for i, (name, pass_) in enumerate(passes, start=1):
+        with tvm.transform.PassContext(opt_level=3):
+            mod = pass_(mod)
+        if log is not None:
+            log(f"pass {i}/{len(passes)}: {name}")
+        if out is not None:
+            (out / f"{i:02d}_{name}.py").write_text(mod.script())
+    return program.with_mod(mod)

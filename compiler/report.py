@@ -1,0 +1,92 @@
+"""Per-layer summaries of a Program (op, shapes, MACs, parameter bytes) and their text tables."""
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+# Ops worth a row: those that carry weights or do the arithmetic.
+_LAYER_OPS = {
+    "relax.nn.conv2d": "conv2d",
+    "relax.matmul": "matmul",
+    "relax.nn.batch_norm": "batch_norm",
+    "relax.nn.layer_norm": "layer_norm",
+    "relax.nn.max_pool2d": "max_pool2d",
+    "relax.nn.avg_pool2d": "avg_pool2d",
+    "relax.nn.adaptive_avg_pool2d": "global_avg_pool",
+    "relax.nn.softmax": "softmax",
+}
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...]:
+    ty = expr.ty
+    return tuple(int(d) for d in ty.shape) if getattr(ty, "shape", None) is not None else ()
+
+
+def _macs(call: relax.Call, out_shape: Sequence[int]) -> int:
+    name = call.op.name
+    if name == "relax.nn.conv2d":
+        w = _shape(call.args[1])
+        layout = str(call.attrs.kernel_layout)
+        in_per_group = w[layout.index("I")]
+        kernel = w[layout.index("H")] * w[layout.index("W")]
+        return math.prod(out_shape) * in_per_group * kernel
+    if name == "relax.matmul":
+        return math.prod(out_shape) * _shape(call.args[0])[-1]
+    return 0
+
+
+def layer_table(mod) -> list[dict]:
+    """One row per layer of ``main``: name, op, input and output shapes, MACs, parameter bytes."""
+    rows: list[dict] = []
+    counts: dict[str, int] = {}
+    for block in mod["main"].body.blocks:
+        for binding in block.bindings:
+            call = binding.value
+            if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
+                continue
+            op = getattr(call.op, "name", "")
+            if op not in _LAYER_OPS:
+                continue
+            out = _shape(call.args[0]) if op == "relax.nn.batch_norm" else _shape(binding.var)
+            params = sum(a.value.numpy().nbytes for a in call.args if isinstance(a, tvm.ir.expr.Constant))
+            kind = _LAYER_OPS[op]
+            counts[kind] = counts.get(kind, -1) + 1
+            rows.append({
+                "name": f"{kind}_{counts[kind]}",
+                "op": kind,
+                "input": list(_shape(call.args[0])),
+                "output": list(out),
+                "macs": _macs(call, out),
+                "param_bytes": int(params),
+            })
+    return rows
+
+
+def format_table(rows: Iterable[dict], columns: Sequence[str]) -> str:
+    """Render ``rows`` as an aligned text table with a totals line for numeric columns."""
+    rows = list(rows)
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    totals = ["total"] + [
+        _cell(sum(r.get(c) or 0 for r in rows)) if rows and isinstance(rows[0].get(c), (int, float)) else ""
+        for c in columns[1:]
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in cells + [totals])) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(columns), sep, *map(line, cells), sep, line(totals)])
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (list, tuple)):
+        return "x".join(map(str, v))
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)

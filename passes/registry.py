@@ -1,0 +1,36 @@
+"""Named pass registry: recipes refer to passes by these names."""
+from __future__ import annotations
+
+from typing import Callable
+
+import tvm
+
+from compiler.errors import SqueezeError
+
+PassFactory = Callable[..., tvm.transform.Pass]
+_PASSES: dict[str, PassFactory] = {}
+
+
+def register_pass(name: str) -> Callable[[PassFactory], PassFactory]:
+    """Register a pass factory (keyword options → ``tvm.transform.Pass``) under ``name``."""
+
+    def wrap(factory: PassFactory) -> PassFactory:
+        _PASSES[name] = factory
+        return factory
+
+    return wrap
+
+
+def pass_names() -> list[str]:
+    """Names of all registered passes."""
+    return sorted(_PASSES)
+
+
+def make_pass(name: str, **options) -> tvm.transform.Pass:
+    """Instantiate the pass registered as ``name`` with ``options``."""
+    if name not in _PASSES:
+        raise SqueezeError(f"unknown pass '{name}': choose one of {', '.join(pass_names())}")
+    try:
+        return _PASSES[name](**options)
+    except TypeError as err:
+        raise SqueezeError(f"bad options for pass '{name}': {err}") from None
