@@ -10,19 +10,29 @@ from typing import Iterator
 from .errors import SqueezeError
 
 
+def _temp_beside(dest: Path) -> str:
+    if dest.is_dir():
+        raise SqueezeError(f"output path {dest} is a directory: give a file name")
+    if not dest.parent.is_dir():
+        raise SqueezeError(f"cannot write {dest}: directory {dest.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as err:
+        raise SqueezeError(f"cannot write {dest}: {err.strerror}: choose a writable directory") from None
+    os.close(fd)
+    return tmp
+
+
+def check_writable(dest: str | os.PathLike) -> None:
+    """Fail early, before long work, if ``dest`` cannot be written."""
+    os.unlink(_temp_beside(Path(dest)))
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success."""
     dest = Path(dest)
-    if dest.is_dir():
-        raise SqueezeError(f"output path {dest} is a directory: give a file name")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent or ".")
-    except FileNotFoundError:
-        raise SqueezeError(f"cannot write {dest}: directory {dest.parent} does not exist") from None
-    except PermissionError:
-        raise SqueezeError(f"cannot write {dest}: permission denied in {dest.parent}") from None
-    os.close(fd)
+    tmp = _temp_beside(dest)
     try:
         yield Path(tmp)
         os.replace(tmp, dest)

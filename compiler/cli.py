@@ -50,6 +50,9 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
 def cmd_compile(args) -> None:
     import compiler
 
+    from .atomic import check_writable
+
+    check_writable(args.output)
     art = compiler.compile(
         args.model,
         args.target,
@@ -67,6 +70,10 @@ def cmd_compile(args) -> None:
 def cmd_run(args) -> None:
     import compiler
 
+    if args.outputs:
+        from .atomic import check_writable
+
+        check_writable(args.outputs)
     module = compiler.load(args.artifact, rpc=args.rpc)
     inputs = _load_npz(args.inputs, module.input_names)
     outputs = module.run(inputs)

@@ -21,7 +21,7 @@ _DOMAINS_ACCEPTED = ("", "ai.onnx")
 
 
 def load_onnx(model: ModelLike) -> onnx.ModelProto:
-    """Read and validate an ONNX model from a path or a ``ModelProto``."""
+    """Read and validate an ONNX model from a path or a ``ModelProto``; unsupported ops are listed."""
     if isinstance(model, onnx.ModelProto):
         proto = model
     else:
@@ -37,6 +37,11 @@ def load_onnx(model: ModelLike) -> onnx.ModelProto:
             ) from None
         if not proto.graph.node:
             raise SqueezeError(f"{path} holds no ONNX graph (empty or truncated file): re-export it")
+    missing = unsupported_ops(proto)
+    if missing:
+        listing = "; ".join(f"{op} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
+                            for op, names in sorted(missing.items()))
+        raise SqueezeError(f"unsupported ONNX ops: {listing}: rewrite them into supported ops before export")
     try:
         onnx.checker.check_model(proto)
     except onnx.checker.ValidationError as err:
@@ -130,13 +135,6 @@ def import_onnx(
         Relax module with weights detached into ``Program.params``.
     """
     proto = constants_to_initializers(load_onnx(model))
-    missing = unsupported_ops(proto)
-    if missing:
-        listing = "; ".join(f"{op} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
-                            for op, names in sorted(missing.items()))
-        raise SqueezeError(
-            f"unsupported ONNX ops: {listing}: replace them before export or skip them with a custom op"
-        )
     inputs = _input_specs(proto, input_shapes or {})
     try:
         mod = from_onnx(

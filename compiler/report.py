@@ -17,6 +17,7 @@ _LAYER_OPS = {
     "relax.nn.max_pool2d": "max_pool2d",
     "relax.nn.avg_pool2d": "avg_pool2d",
     "relax.nn.adaptive_avg_pool2d": "global_avg_pool",
+    "relax.mean": "mean",
     "relax.nn.softmax": "softmax",
 }
 

@@ -1,0 +1,87 @@
+import json
+import tarfile
+
+import numpy as np
+import pytest
+from graphs import assert_close_to_scale, run_ort, small_cnn
+
+import compiler
+from compiler.artifact import Artifact
+from compiler.errors import SqueezeError
+
+
+def test_roundtrip_matches_onnxruntime(cnn_artifact, cnn_input):
+    module = compiler.load(cnn_artifact)
+    out = module.run({"input": cnn_input})
+    assert list(out) == [small_cnn().graph.output[0].name]
+    assert_close_to_scale(next(iter(out.values())), run_ort(small_cnn(), {"input": cnn_input})[0])
+    t = module.benchmark({"input": cnn_input}, repeat=5)
+    assert len(t["samples_ms"]) == 5 and t["min_ms"] <= t["median_ms"] <= t["max_ms"]
+
+
+def test_manifest_contents(cnn_artifact):
+    with tarfile.open(cnn_artifact) as tar:
+        assert sorted(tar.getnames()) == ["lib.so", "manifest.json"]
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert manifest["inputs"] == [{"name": "input", "shape": [1, 3, 16, 16], "dtype": "float32"}]
+    assert manifest["target"]["name"] == "x86" and manifest["versions"]["tvm"].startswith("0.27")
+    assert set(manifest["files"]) == {"lib.so"} and len(manifest["files"]["lib.so"]) == 64
+    assert [row["op"] for row in manifest["summary"]["layers"]] == ["conv2d", "conv2d", "max_pool2d",
+                                                                    "mean", "matmul"]
+
+
+def _rewrite(src, dst, edit):
+    with tarfile.open(src) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    members = edit(members)
+    with tarfile.open(dst, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            import io
+
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_corrupted_library_detected(cnn_artifact, tmp_path):
+    bad = tmp_path / "bad.tar"
+    _rewrite(cnn_artifact, bad, lambda m: {**m, "lib.so": m["lib.so"][:-10] + b"0" * 10})
+    with pytest.raises(SqueezeError, match="checksum mismatch for lib.so"):
+        compiler.load(bad)
+
+
+def test_foreign_isa_rejected(cnn_artifact, tmp_path):
+    def edit(m):
+        manifest = json.loads(m["manifest.json"])
+        manifest["target"]["isa"].append("futureisa512")
+        return {**m, "manifest.json": json.dumps(manifest).encode()}
+
+    bad = tmp_path / "foreign.tar"
+    _rewrite(cnn_artifact, bad, edit)
+    with pytest.raises(SqueezeError, match="lacks \\(futureisa512\\)"):
+        compiler.load(bad)
+
+
+def test_not_a_tar(tmp_path):
+    path = tmp_path / "x.tar"
+    path.write_bytes(b"garbage" * 100)
+    with pytest.raises(SqueezeError, match="not a readable Squeeze artifact"):
+        Artifact.read(path)
+
+
+def test_input_validation(cnn_artifact, cnn_input):
+    module = compiler.load(cnn_artifact)
+    with pytest.raises(SqueezeError, match="has shape \\[1, 3, 8, 8\\], the model expects \\[1, 3, 16, 16\\]"):
+        module.run({"input": cnn_input[:, :, :8, :8]})
+    with pytest.raises(SqueezeError, match="dtype float64"):
+        module.run({"input": cnn_input.astype(np.float64)})
+    with pytest.raises(SqueezeError, match="missing \\['input'\\], unexpected \\['x'\\]"):
+        module.run({"x": cnn_input})
+
+
+def test_save_is_atomic(cnn_artifact, tmp_path):
+    art = Artifact.read(cnn_artifact)
+    with pytest.raises(SqueezeError, match="does not exist"):
+        art.save(tmp_path / "nodir" / "a.tar")
+    art.save(tmp_path / "a.tar")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.tar"]

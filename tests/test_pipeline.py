@@ -1,0 +1,35 @@
+import pytest
+from graphs import small_cnn
+
+from compiler.errors import SqueezeError
+from compiler.frontend import import_onnx
+from compiler.pipeline import PassSpec, Recipe, run_passes
+
+
+def test_toml_recipe_orders_passes(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[[pass]]\nname = "fold_bn"\n\n[[pass]]\nname = "dead_code"\n')
+    assert Recipe.from_toml(path).passes == [PassSpec("fold_bn"), PassSpec("dead_code")]
+
+
+def test_dump_ir_writes_each_step(tmp_path):
+    lines = []
+    run_passes(import_onnx(small_cnn()), Recipe.cleanups(), dump_ir=tmp_path, log=lines.append)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["00_input.py", "01_fold_constant.py", "02_fold_bn.py", "03_fold_constant.py", "04_dead_code.py"]
+    assert "batch_norm" in (tmp_path / "00_input.py").read_text()
+    assert "batch_norm" not in (tmp_path / "04_dead_code.py").read_text()
+    assert lines[-1] == "pass 4/4: dead_code"
+
+
+@pytest.mark.parametrize("text, match", [
+    ('[[pass]]\nname = "no_such_pass"\n', "unknown pass 'no_such_pass'"),
+    ('[[pass]]\nfoo = 1\n', "has no 'name'"),
+    ('[[pass]\nname = 1', "not valid TOML"),
+    ('[[pass]]\nname = "fold_bn"\nbogus = 3\n', "bad options for pass 'fold_bn'"),
+])
+def test_bad_recipes(tmp_path, text, match):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(SqueezeError, match=match):
+        run_passes(import_onnx(small_cnn()), Recipe.from_toml(path))
