@@ -40,45 +40,57 @@ def _macs(call: relax.Call, out_shape: Sequence[int]) -> int:
     return 0
 
 
+def _const_bytes(call: relax.Call) -> int:
+    return sum(a.value.numpy().nbytes for a in call.args if isinstance(a, tvm.ir.expr.Constant))
+
+
 def layer_table(mod) -> list[dict]:
-    """One row per layer of ``main``: name, op, input and output shapes, MACs, parameter bytes."""
+    """One row per layer of ``main``: name, op, input and output shapes, MACs, parameter bytes.
+
+    A constant added to a layer's output (its bias) counts towards that layer's parameters.
+    """
     rows: list[dict] = []
+    by_var: dict = {}
     counts: dict[str, int] = {}
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
             call = binding.value
             if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
                 continue
-            op = getattr(call.op, "name", "")
+            op = call.op.name
+            if op == "relax.add" and call.args[0] in by_var:
+                by_var[call.args[0]]["param_bytes"] += _const_bytes(call)
+                continue
             if op not in _LAYER_OPS:
                 continue
             out = _shape(call.args[0]) if op == "relax.nn.batch_norm" else _shape(binding.var)
-            params = sum(a.value.numpy().nbytes for a in call.args if isinstance(a, tvm.ir.expr.Constant))
             kind = _LAYER_OPS[op]
             counts[kind] = counts.get(kind, -1) + 1
-            rows.append({
+            row = by_var[binding.var] = {
                 "name": f"{kind}_{counts[kind]}",
                 "op": kind,
                 "input": list(_shape(call.args[0])),
                 "output": list(out),
                 "macs": _macs(call, out),
-                "param_bytes": int(params),
-            })
+                "param_bytes": _const_bytes(call),
+            }
+            rows.append(row)
     return rows
 
 
-def format_table(rows: Iterable[dict], columns: Sequence[str]) -> str:
-    """Render ``rows`` as an aligned text table with a totals line for numeric columns."""
+def format_table(rows: Iterable[dict], columns: Sequence[str], totals: bool = True) -> str:
+    """Render ``rows`` as an aligned text table, with a totals line for numeric columns."""
     rows = list(rows)
     cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    totals = ["total"] + [
+    total = ["total"] + [
         _cell(sum(r.get(c) or 0 for r in rows)) if rows and isinstance(rows[0].get(c), (int, float)) else ""
         for c in columns[1:]
     ]
-    widths = [max(len(c), *(len(row[i]) for row in cells + [totals])) for i, c in enumerate(columns)]
+    widths = [max(len(c), *(len(row[i]) for row in cells + [total])) for i, c in enumerate(columns)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     sep = "  ".join("-" * w for w in widths)
-    return "\n".join([line(columns), sep, *map(line, cells), sep, line(totals)])
+    footer = [sep, line(total)] if totals else []
+    return "\n".join([line(columns), sep, *map(line, cells), *footer])
 
 
 def _cell(v) -> str:
