@@ -1,10 +1,20 @@
-"""Squeeze: prune, quantize and compile ONNX models with Apache TVM."""
+"""Squeeze: prune, quantize and compile ONNX models with Apache TVM.
+
+The public names load lazily, so torch-side helpers (``compiler.zoo.export``) import this
+package in a venv without TVM.
+"""
+from importlib import import_module
+
 __version__ = "0.1.0"
 
-from .api import compile, load  # noqa: E402,A004
-from .artifact import Artifact  # noqa: E402
-from .errors import SqueezeError  # noqa: E402
-from .pipeline import PassSpec, Recipe  # noqa: E402
-from .runtime import Module  # noqa: E402
+_EXPORTS = {
+    "compile": "api", "load": "api", "Artifact": "artifact", "Module": "runtime",
+    "Recipe": "pipeline", "PassSpec": "pipeline", "SqueezeError": "errors",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["compile", "load", "Artifact", "Module", "Recipe", "PassSpec", "SqueezeError"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'compiler' has no attribute {name!r}")
