@@ -17,6 +17,8 @@ setup(
         "psutil",
         "cloudpickle",
         "xgboost-cpu",
+        "tqdm",
+        "pillow",
     ],
     extras_require={"torch": ["torch==2.13.0"], "test": ["pytest"]},
     entry_points={"console_scripts": ["squeeze=compiler.cli:main"]},

@@ -50,21 +50,32 @@ def load_onnx(model: ModelLike) -> onnx.ModelProto:
     return proto
 
 
-def constants_to_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Move tensor-valued ``Constant`` nodes of the main graph into initializers."""
+def split_weights_and_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Make tensors of more than one element initializers (weights), and scalars ``Constant`` nodes.
+
+    Weights become detached parameters; scalars (clip bounds, epsilons, shape values) stay
+    compile-time constants so that the importer emits plain ops such as ``R.clip`` for them.
+    """
     graph = proto.graph
-    kept = []
+    nodes, inits = [], []
+    for tensor in graph.initializer:
+        if int(np.prod(tensor.dims)) <= 1:
+            nodes.append(onnx.helper.make_node("Constant", [], [tensor.name], value=tensor))
+        else:
+            inits.append(tensor)
     for node in graph.node:
         value = [a for a in node.attribute if a.name == "value"]
-        if node.op_type == "Constant" and node.domain in _DOMAINS_ACCEPTED and value:
+        if node.op_type == "Constant" and node.domain in _DOMAINS_ACCEPTED and value and int(np.prod(value[0].t.dims)) > 1:
             tensor = onnx.TensorProto()
             tensor.CopyFrom(value[0].t)
             tensor.name = node.output[0]
-            graph.initializer.append(tensor)
+            inits.append(tensor)
         else:
-            kept.append(node)
-    del graph.node[:]
-    graph.node.extend(kept)
+            nodes.append(node)
+    graph.ClearField("initializer")
+    graph.initializer.extend(inits)
+    graph.ClearField("node")
+    graph.node.extend(nodes)
     return proto
 
 
@@ -134,7 +145,7 @@ def import_onnx(
     Program
         Relax module with weights detached into ``Program.params``.
     """
-    proto = constants_to_initializers(load_onnx(model))
+    proto = split_weights_and_constants(load_onnx(model))
     inputs = _input_specs(proto, input_shapes or {})
     try:
         mod = from_onnx(

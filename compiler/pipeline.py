@@ -14,7 +14,7 @@ from passes import make_pass
 from .errors import SqueezeError
 from .program import Program
 
-CLEANUPS = ("fold_constant", "fold_bn", "fold_constant", "dead_code")
+CLEANUPS = ("fold_constant", "fold_bn", "canonicalize_clip", "fold_constant", "dead_code")
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ def test_dump_ir_writes_each_step(tmp_path):
     lines = []
     run_passes(import_onnx(small_cnn()), Recipe.cleanups(), dump_ir=tmp_path, log=lines.append)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["00_input.py", "01_fold_constant.py", "02_fold_bn.py", "03_fold_constant.py", "04_dead_code.py"]
+    assert files == ["00_input.py", "01_fold_constant.py", "02_fold_bn.py", "03_canonicalize_clip.py",
+                     "04_fold_constant.py", "05_dead_code.py"]
     assert "batch_norm" in (tmp_path / "00_input.py").read_text()
-    assert "batch_norm" not in (tmp_path / "04_dead_code.py").read_text()
-    assert lines[-1] == "pass 4/4: dead_code"
+    assert "batch_norm" not in (tmp_path / "05_dead_code.py").read_text()
+    assert lines[-1] == "pass 5/5: dead_code"
 
 
 @pytest.mark.parametrize("text, match", [

@@ -1,0 +1,170 @@
+"""Calibration: run the float model on user data and observe every float tensor in one pass."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence, Union
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from compiler.errors import SqueezeError
+from compiler.program import Program, TensorSpec
+
+from .observers import make_observer
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class ImageFolder:
+    """A folder of images with a declared preprocessing (resize, scale to [0,1], normalize, NCHW).
+
+    Parameters
+    ----------
+    path : path
+        Folder holding .png/.jpg/.bmp files (sorted by name).
+    mean, std : sequence of float
+        Per-channel normalization applied after scaling pixels to [0, 1].
+    grayscale : bool
+        Convert to one channel instead of RGB.
+    """
+
+    path: Union[str, os.PathLike]
+    mean: Sequence[float] = (0.0, 0.0, 0.0)
+    std: Sequence[float] = (1.0, 1.0, 1.0)
+    grayscale: bool = False
+
+    def load(self, spec: TensorSpec) -> np.ndarray:
+        from PIL import Image
+
+        files = sorted(p for p in Path(self.path).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        _, _, height, width = spec.shape
+        images = []
+        for f in files:
+            img = Image.open(f).convert("L" if self.grayscale else "RGB").resize((width, height), Image.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32).reshape(height, width, -1) / 255.0
+            arr = (arr - np.asarray(self.mean, np.float32)[: arr.shape[2]]) / np.asarray(self.std, np.float32)[: arr.shape[2]]
+            images.append(arr.transpose(2, 0, 1))
+        return np.stack(images) if images else np.zeros((0, *spec.shape[1:]), np.float32)
+
+
+CalibrationSource = Union[str, os.PathLike, ImageFolder, Mapping[str, np.ndarray], Iterable]
+
+
+def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], origin: str) -> list[dict]:
+    if len(inputs) == 1 and len(arrays) == 1:
+        arrays = {inputs[0].name: next(iter(arrays.values()))}
+    missing = [s.name for s in inputs if s.name not in arrays]
+    if missing:
+        raise SqueezeError(f"calibration data {origin} lacks inputs {missing}: give one array per input name")
+    counts = set()
+    for spec in inputs:
+        arr = np.asarray(arrays[spec.name])
+        if arr.shape[1:] != spec.shape[1:]:
+            raise SqueezeError(
+                f"calibration array '{spec.name}' has shape {list(arr.shape)}, expected [N, "
+                f"{', '.join(map(str, spec.shape[1:]))}]: reshape or preprocess the data"
+            )
+        if arr.dtype != np.dtype(spec.dtype):
+            raise SqueezeError(f"calibration array '{spec.name}' has dtype {arr.dtype}, the model takes "
+                               f"{spec.dtype}: convert it")
+        counts.add(len(arr) // spec.shape[0])
+    n = min(counts)
+    if n == 0:
+        raise SqueezeError(f"calibration data {origin} is empty: give at least one sample per input")
+    return [{s.name: np.asarray(arrays[s.name])[i * s.shape[0]:(i + 1) * s.shape[0]] for s in inputs}
+            for i in range(n)]
+
+
+def load_calibration(source: CalibrationSource, inputs: list[TensorSpec]) -> list[dict]:
+    """Validate calibration data and split it into model-sized batches.
+
+    ``source`` may be an ``.npz`` path (one array per input name, leading sample axis), an
+    :class:`ImageFolder`, a dict of arrays, or an iterable of ``{input name: batch}`` dicts.
+    """
+    if isinstance(source, ImageFolder):
+        batches = _from_arrays({inputs[0].name: source.load(inputs[0])}, inputs, str(source.path))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise SqueezeError(f"calibration data not found: {path}: give an .npz file or a folder of images")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as err:
+            raise SqueezeError(f"{path} is not a readable .npz file ({err}): save arrays with numpy.savez") from None
+        batches = _from_arrays(arrays, inputs, str(path))
+    elif isinstance(source, Mapping):
+        batches = _from_arrays(source, inputs, "(dict)")
+    else:
+        batches = [b for item in source
+                   for b in _from_arrays(item if isinstance(item, Mapping) else {inputs[0].name: item},
+                                         inputs, "(iterable)")]
+        if not batches:
+            raise SqueezeError("calibration data (iterable) is empty: give at least one sample")
+    for batch in batches:
+        for name, arr in batch.items():
+            if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+                raise SqueezeError(f"calibration array '{name}' holds NaN or Inf values: clean the data")
+    return batches
+
+
+def observed_vars(func: relax.Function) -> list[relax.Var]:
+    """The tensors calibration observes: float inputs and every float-valued op result of ``main``."""
+    num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
+    values = [v for v in func.params[:num_input] if str(v.ty.dtype) == "float32"]
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            ty = binding.var.ty
+            if isinstance(binding.value, relax.Call) and isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32":
+                values.append(binding.var)
+    return values
+
+
+def _all_vars(func: relax.Function) -> list[relax.Var]:
+    return list(func.params) + [b.var for blk in func.body.blocks for b in blk.bindings]
+
+
+def _instrument(mod: tvm.IRModule, watched: list[relax.Var]) -> tvm.IRModule:
+    """A copy of ``mod`` whose ``main`` returns every watched tensor (matched by binding position)."""
+    position = {v: i for i, v in enumerate(_all_vars(mod["main"]))}
+    func = relax.transform.ToNonDataflow()(mod)["main"]
+    now = _all_vars(func)
+    outs = [now[position[v]] for v in watched]
+    body = relax.SeqExpr(func.body.blocks, relax.Tuple(outs))
+    new = relax.Function(func.params, body, ret_ty=relax.TupleType([v.ty for v in outs]), attrs=func.attrs)
+    return relax.transform.ConvertToDataflow()(tvm.IRModule({"main": new}))
+
+
+def calibrate(
+    program: Program,
+    data: CalibrationSource,
+    observer: str = "minmax",
+    progress: bool = True,
+    **observer_options,
+) -> dict[relax.Var, object]:
+    """Observe every float tensor of ``program`` (weights bound) over the calibration data.
+
+    Returns
+    -------
+    dict
+        ``{var of program.mod["main"]: observer}``, ready for ``observer.range(...)``.
+    """
+    from tqdm import tqdm
+
+    from compiler.build import build
+    from targets import get_target
+
+    batches = load_calibration(data, program.inputs)
+    watched = observed_vars(program.mod["main"])
+    observers = {v: make_observer(observer, **observer_options) for v in watched}
+    exe = build(program.with_mod(_instrument(program.mod, watched)), get_target("x86"))
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, leave=False):
+        results = vm["main"](*(tvm.runtime.tensor(batch[s.name]) for s in program.inputs))
+        for var, value in zip(watched, results):
+            observers[var].update(value.numpy())
+    return observers

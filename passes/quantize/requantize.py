@@ -1,0 +1,68 @@
+"""Requantization: int32 accumulators → narrow integer codes, float or integer-only.
+
+Float rule:          ``q = clip(round(acc · M) + z, lo, hi)``  (float32 multiply, round half to even)
+Integer-only rule:   ``q = clip(((acc · m0 + 2^(n-1)) >> n) + z, lo, hi)`` with int64 arithmetic,
+                     ``M ≈ m0 · 2^-n`` and ``m0`` in [2^30, 2^31) (gemmlowp-style; rounds half up).
+Both are emitted as plain Relax ops so that FuseOps folds them into the producing kernel's epilogue,
+and both have a numpy reference that the compiled IR must match bit for bit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import relax
+
+from .schemes import fixed_point_multiplier
+
+
+@dataclass(frozen=True)
+class Requant:
+    """One requantization: per-channel (or scalar) multiplier, output zero point and clip bounds."""
+
+    multiplier: np.ndarray
+    zero: int
+    lo: int
+    hi: int
+    out_dtype: str
+    integer_only: bool = False
+
+
+def _channel_const(values: np.ndarray, dtype: str, ndim: int, axis: int) -> relax.Expr:
+    values = np.asarray(values).reshape(-1)
+    if values.size == 1:
+        return relax.const(values[0].astype(dtype), dtype)
+    shape = [1] * ndim
+    shape[axis % ndim] = values.size
+    return relax.const(values.reshape(shape).astype(dtype), dtype)
+
+
+def requantize(acc: relax.Expr, rq: Requant, ndim: int, axis: int) -> relax.Expr:
+    """Relax expression requantizing int32 ``acc`` (channels along ``axis``) per ``rq``."""
+    if rq.integer_only:
+        m0, shift = fixed_point_multiplier(rq.multiplier)
+        wide = relax.op.astype(acc, "int64")
+        prod = relax.op.multiply(wide, _channel_const(m0, "int64", ndim, axis))
+        rounded = relax.op.add(prod, _channel_const(np.left_shift(1, shift - 1), "int64", ndim, axis))
+        shifted = relax.op.right_shift(rounded, _channel_const(shift, "int64", ndim, axis))
+        q = relax.op.add(shifted, relax.const(np.int64(rq.zero), "int64"))
+    else:
+        scaled = relax.op.multiply(relax.op.astype(acc, "float32"),
+                                   _channel_const(rq.multiplier, "float32", ndim, axis))
+        q = relax.op.add(relax.op.round(scaled), relax.const(np.float32(rq.zero), "float32"))
+    return relax.op.astype(relax.op.clip(q, rq.lo, rq.hi), rq.out_dtype)
+
+
+def requantize_reference(acc: np.ndarray, rq: Requant, axis: int) -> np.ndarray:
+    """Numpy reference of :func:`requantize`, bit-exact with the compiled IR."""
+    shape = [1] * acc.ndim
+    mult = np.asarray(rq.multiplier).reshape(-1)
+    if mult.size > 1:
+        shape[axis % acc.ndim] = mult.size
+    if rq.integer_only:
+        m0, shift = (a.reshape(shape) for a in fixed_point_multiplier(mult))
+        q = ((acc.astype(np.int64) * m0 + (np.int64(1) << (shift - 1))) >> shift) + rq.zero
+    else:
+        prod = acc.astype(np.float32) * mult.astype(np.float32).reshape(shape)
+        q = np.round(prod) + np.float32(rq.zero)
+    return np.clip(q, rq.lo, rq.hi).astype(rq.out_dtype)
