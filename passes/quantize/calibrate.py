@@ -139,32 +139,36 @@ def _instrument(mod: tvm.IRModule, watched: list[relax.Var]) -> tvm.IRModule:
     return relax.transform.ConvertToDataflow()(tvm.IRModule({"main": new}))
 
 
-def calibrate(
-    program: Program,
+def calibrate_module(
+    mod: tvm.IRModule,
+    inputs: list[TensorSpec],
     data: CalibrationSource,
     observer: str = "minmax",
     progress: bool = True,
     **observer_options,
 ) -> dict[relax.Var, object]:
-    """Observe every float tensor of ``program`` (weights bound) over the calibration data.
+    """Observe every float tensor of ``mod["main"]`` (weights bound) over the calibration data.
 
     Returns
     -------
     dict
-        ``{var of program.mod["main"]: observer}``, ready for ``observer.range(...)``.
+        ``{var of mod["main"]: observer}``, ready for ``observer.range(...)``.
     """
     from tqdm import tqdm
 
     from compiler.build import build
     from targets import get_target
 
-    batches = load_calibration(data, program.inputs)
-    watched = observed_vars(program.mod["main"])
-    observers = {v: make_observer(observer, **observer_options) for v in watched}
-    exe = build(program.with_mod(_instrument(program.mod, watched)), get_target("x86"))
-    vm = relax.VirtualMachine(exe, tvm.cpu())
+    try:
+        observers_of = {v: make_observer(observer, **observer_options) for v in observed_vars(mod["main"])}
+    except ValueError as err:
+        raise SqueezeError(str(err)) from None
+    batches = load_calibration(data, inputs)
+    watched = list(observers_of)
+    program = Program(_instrument(mod, watched), {}, inputs, [])
+    vm = relax.VirtualMachine(build(program, get_target("x86")), tvm.cpu())
     for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, leave=False):
-        results = vm["main"](*(tvm.runtime.tensor(batch[s.name]) for s in program.inputs))
+        results = vm["main"](*(tvm.runtime.tensor(batch[s.name]) for s in inputs))
         for var, value in zip(watched, results):
-            observers[var].update(value.numpy())
-    return observers
+            observers_of[var].update(value.numpy())
+    return observers_of

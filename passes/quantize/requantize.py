@@ -37,20 +37,29 @@ def _channel_const(values: np.ndarray, dtype: str, ndim: int, axis: int) -> rela
     return relax.const(values.reshape(shape).astype(dtype), dtype)
 
 
+def rescale(acc: relax.Expr, multiplier: np.ndarray, ndim: int, axis: int, integer_only: bool) -> relax.Expr:
+    """``acc · multiplier`` before the zero point: float32 unrounded, or int64 rounded (fixed point)."""
+    if integer_only:
+        m0, shift = fixed_point_multiplier(multiplier)
+        prod = relax.op.multiply(relax.op.astype(acc, "int64"), _channel_const(m0, "int64", ndim, axis))
+        rounded = relax.op.add(prod, _channel_const(np.left_shift(1, shift - 1), "int64", ndim, axis))
+        return relax.op.right_shift(rounded, _channel_const(shift, "int64", ndim, axis))
+    return relax.op.multiply(relax.op.astype(acc, "float32"), _channel_const(multiplier, "float32", ndim, axis))
+
+
+def finish(scaled: relax.Expr, zero: int, lo: int, hi: int, out_dtype: str, integer_only: bool) -> relax.Expr:
+    """Round (float path), add the output zero point, clip to [lo, hi] and narrow to ``out_dtype``."""
+    if integer_only:
+        q = relax.op.add(scaled, relax.const(np.int64(zero), "int64"))
+    else:
+        q = relax.op.add(relax.op.round(scaled), relax.const(np.float32(zero), "float32"))
+    return relax.op.astype(relax.op.clip(q, lo, hi), out_dtype)
+
+
 def requantize(acc: relax.Expr, rq: Requant, ndim: int, axis: int) -> relax.Expr:
     """Relax expression requantizing int32 ``acc`` (channels along ``axis``) per ``rq``."""
-    if rq.integer_only:
-        m0, shift = fixed_point_multiplier(rq.multiplier)
-        wide = relax.op.astype(acc, "int64")
-        prod = relax.op.multiply(wide, _channel_const(m0, "int64", ndim, axis))
-        rounded = relax.op.add(prod, _channel_const(np.left_shift(1, shift - 1), "int64", ndim, axis))
-        shifted = relax.op.right_shift(rounded, _channel_const(shift, "int64", ndim, axis))
-        q = relax.op.add(shifted, relax.const(np.int64(rq.zero), "int64"))
-    else:
-        scaled = relax.op.multiply(relax.op.astype(acc, "float32"),
-                                   _channel_const(rq.multiplier, "float32", ndim, axis))
-        q = relax.op.add(relax.op.round(scaled), relax.const(np.float32(rq.zero), "float32"))
-    return relax.op.astype(relax.op.clip(q, rq.lo, rq.hi), rq.out_dtype)
+    scaled = rescale(acc, rq.multiplier, ndim, axis, rq.integer_only)
+    return finish(scaled, rq.zero, rq.lo, rq.hi, rq.out_dtype, rq.integer_only)
 
 
 def requantize_reference(acc: np.ndarray, rq: Requant, axis: int) -> np.ndarray:

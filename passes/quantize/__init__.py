@@ -1,0 +1,93 @@
+"""Post-training quantization into the integer IR: calibrate, then realize."""
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import tvm
+from tvm import relax
+
+from compiler.errors import SqueezeError
+from compiler.program import TensorSpec
+
+from ..registry import register_pass
+from .calibrate import CalibrationSource, calibrate_module
+from .realize import realize_function
+from .schemes import Scheme, parse_scheme
+
+
+def _input_specs(func: relax.Function) -> list[TensorSpec]:
+    num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
+    return [TensorSpec(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in func.params[:num_input]]
+
+
+def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: bool, num_layers: int,
+                 names: Sequence[str] = ()):
+    """``(index, op) -> reason`` deciding which conv/matmul layers stay float."""
+    skip = set(skip)
+
+    def keep_float(index: int, op: str) -> str:
+        own = {f"{op}_{index}", *(names[index:index + 1] if index < len(names) else [])}
+        if own & skip:
+            return "skipped by name"
+        if op in skip_ops:
+            return f"skipped op type {op}"
+        if keep_first_last and index in (0, num_layers - 1):
+            return "first/last layer kept float"
+        return ""
+
+    return keep_float
+
+
+@register_pass("quantize")
+def quantize(
+    scheme: str | Scheme = "int8",
+    calibration: CalibrationSource | None = None,
+    observer: str = "minmax",
+    skip: Sequence[str] = (),
+    skip_ops: Sequence[str] = (),
+    keep_first_last: bool = False,
+    layer_names: Sequence[str] = (),
+    progress: bool = True,
+) -> tvm.transform.Pass:
+    """Post-training quantization: calibrate on ``calibration``, then realize the integer IR.
+
+    Parameters
+    ----------
+    scheme : str or Scheme
+        Scheme name or alias (``int8`` = ``w8_sym_per_channel__a8_asym_per_tensor``).
+    calibration : path, ImageFolder, dict or iterable
+        Calibration inputs (see :func:`passes.quantize.calibrate.load_calibration`).
+    observer : str
+        ``minmax``, ``moving_average``, ``percentile``, ``entropy`` or ``mse``.
+    skip, skip_ops : sequence of str
+        Layers (``conv2d_3`` or ONNX node names) and op types (``conv2d``, ``matmul``) kept float.
+    keep_first_last : bool
+        Keep the first and last conv/matmul layers float.
+
+    Returns
+    -------
+    tvm.transform.Pass
+        A module pass rewriting ``main``; per-layer decisions go to its ``squeeze.quantized`` attr.
+    """
+    scheme = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
+    if calibration is None:
+        raise SqueezeError("quantization needs calibration data: pass --calib data.npz (or a folder of images)")
+
+    @tvm.transform.module_pass(opt_level=0, name="quantize")
+    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        func = mod["main"]
+        observers = calibrate_module(mod, _input_specs(func), calibration, observer, progress)
+        acts = scheme.activations
+        ranges = {v: obs.range(acts.symmetric, acts.bits, acts.unsigned) for v, obs in observers.items()}
+        num_layers = sum(1 for blk in func.body.blocks for b in blk.bindings
+                         if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "")
+                         in ("relax.nn.conv2d", "relax.matmul"))
+        keep = layer_filter(skip, skip_ops, keep_first_last, num_layers, layer_names)
+        new, records = realize_function(func, scheme, ranges, keep)
+        new = new.with_attr("squeeze.quantized", json.dumps({"scheme": scheme.name, "observer": observer,
+                                                              "layers": records}))
+        out = tvm.IRModule({"main": new})
+        return relax.transform.DeadCodeElimination(["main"])(relax.transform.CanonicalizeBindings()(out))
+
+    return transform
