@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "compile": "api", "load": "api", "Artifact": "artifact", "Module": "runtime",
-    "Recipe": "pipeline", "PassSpec": "pipeline", "SqueezeError": "errors",
+    "Recipe": "pipeline", "PassSpec": "pipeline", "SqueezeError": "errors", "QuantConfig": "config",
+    "ImageFolder": "config",
 }
 __all__ = sorted(_EXPORTS)
 

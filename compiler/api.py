@@ -9,9 +9,10 @@ from targets import TargetSpec, get_target
 
 from .artifact import Artifact, Manifest
 from .build import build
+from .config import QuantConfig
 from .frontend import ModelLike, import_onnx
 from .pipeline import Recipe, run_passes
-from .report import layer_table
+from .report import compression_summary
 from .runtime import Module
 
 
@@ -21,6 +22,7 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     recipe: Recipe | str | os.PathLike | None = None,
+    quantize: QuantConfig | None = None,
     tune_trials: int = 0,
     tuning_db: str | os.PathLike | None = None,
     dump_ir: str | os.PathLike | None = None,
@@ -38,6 +40,8 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         Static shapes for dynamic inputs.
     recipe : Recipe or path to a TOML recipe, optional
         Passes run after the default clean-ups.
+    quantize : QuantConfig, optional
+        Post-training quantization into the integer IR (after the recipe's passes).
     tune_trials : int
         MetaSchedule trials (0: default schedules only, or records already in ``tuning_db``).
     tuning_db : path, optional
@@ -51,8 +55,11 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     program = import_onnx(model, input_shapes)
     if recipe is not None and not isinstance(recipe, Recipe):
         recipe = Recipe.from_toml(recipe)
-    program = run_passes(program, Recipe.cleanups() + (recipe or Recipe()), dump_ir=dump_ir, log=log)
-    program.summary.setdefault("layers", layer_table(program.mod))
+    passes = Recipe.cleanups() + (recipe or Recipe())
+    if quantize is not None:
+        passes = passes + quantize.recipe(progress=log is not None)
+    program = run_passes(program, passes, dump_ir=dump_ir, log=log)
+    program.summary.update(compression_summary(program.mod))
     if tune_trials > 0:
         from .tune import tune
 

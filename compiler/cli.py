@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import SqueezeError
 
-LAYER_COLUMNS = ["name", "op", "input", "output", "macs", "param_bytes"]
+LAYER_COLUMNS = ["name", "op", "input", "output", "dtype", "macs", "param_bytes"]
 
 
 def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
@@ -47,6 +47,32 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _quant_config(args):
+    """``--quantize int8[:scheme]`` and its companions as a QuantConfig (None without --quantize)."""
+    if not args.quantize:
+        return None
+    from .config import ImageFolder, QuantConfig
+
+    if not args.calib:
+        raise SqueezeError("--quantize needs calibration data: add --calib data.npz (or a folder of images)")
+    _, _, scheme = args.quantize.partition(":")
+    calib = args.calib
+    if Path(calib).is_dir():
+        calib = ImageFolder(calib, mean=args.calib_mean, std=args.calib_std, grayscale=args.calib_gray)
+    return QuantConfig(
+        scheme=scheme or args.quantize, calibration=calib, observer=args.observer,
+        skip=[s for s in (args.skip or "").split(",") if s], skip_ops=args.skip_op or [],
+        keep_first_last=args.keep_first_last, equalize=args.equalize, bias_correction=args.bias_correction,
+    )
+
+
 def cmd_compile(args) -> None:
     import compiler
 
@@ -58,6 +84,7 @@ def cmd_compile(args) -> None:
         args.target,
         input_shapes=dict(args.input_shape or []),
         recipe=args.recipe,
+        quantize=_quant_config(args),
         tune_trials=args.tune_trials,
         tuning_db=args.tuning_db,
         dump_ir=args.dump_ir,
@@ -154,6 +181,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials (needs --tuning-db)")
     c.add_argument("--tuning-db", help="tuning database directory, reused by later compiles")
     c.add_argument("--dump-ir", help="directory receiving the IR after each pass")
+    q = c.add_argument_group("quantization")
+    q.add_argument("--quantize", metavar="int8[:SCHEME]", help="post-training quantization scheme or alias")
+    q.add_argument("--calib", help="calibration data: .npz (one array per input) or a folder of images")
+    q.add_argument("--calib-mean", type=_floats, default=(0.0, 0.0, 0.0), help="image normalization mean")
+    q.add_argument("--calib-std", type=_floats, default=(1.0, 1.0, 1.0), help="image normalization std")
+    q.add_argument("--calib-gray", action="store_true", help="read calibration images as grayscale")
+    q.add_argument("--observer", default="minmax", help="minmax, moving_average, percentile, entropy, mse")
+    q.add_argument("--skip", help="comma-separated layers kept float (ONNX node names or conv2d_N)")
+    q.add_argument("--skip-op", action="append", choices=["conv2d", "matmul"], help="op type kept float")
+    q.add_argument("--keep-first-last", action="store_true", help="keep the first and last layers float")
+    q.add_argument("--equalize", action="store_true", help="cross-layer equalization before quantizing")
+    q.add_argument("--bias-correction", action="store_true", help="correct the quantization bias shift")
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run an artifact on inputs from an .npz file")

@@ -157,6 +157,7 @@ def import_onnx(
     except Exception as err:
         raise SqueezeError(f"ONNX import failed: {str(err).strip().splitlines()[-1]}") from None
     mod, detached = relax.frontend.detach_params(mod)
+    mod = _attach_layer_names(mod, proto)
     main = mod["main"]
     num_inputs = len(inputs)
     params = {
@@ -165,6 +166,30 @@ def import_onnx(
     }
     outputs = _output_specs(main, [o.name for o in proto.graph.output])
     return Program(mod, params, inputs, outputs)
+
+
+LAYER_ONNX_OPS = ("Conv", "Gemm", "MatMul")
+LAYER_RELAX_OPS = ("relax.nn.conv2d", "relax.matmul")
+
+
+def layer_calls(func: relax.Function) -> list:
+    """Bindings of ``func`` that are conv2d/matmul layers, in order."""
+    return [b for blk in func.body.blocks for b in blk.bindings
+            if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") in LAYER_RELAX_OPS]
+
+
+def _attach_layer_names(mod: tvm.IRModule, proto: onnx.ModelProto) -> tvm.IRModule:
+    """Record the ONNX names of Conv/Gemm/MatMul nodes as ``main``'s ``squeeze.layer_names``.
+
+    The importer converts nodes in graph order, one conv2d/matmul per such node, so the k-th
+    layer of ``main`` is the k-th such node; names are attached only when the counts agree.
+    """
+    nodes = [n for n in proto.graph.node if n.op_type in LAYER_ONNX_OPS]
+    if len(nodes) != len(layer_calls(mod["main"])):
+        return mod
+    names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(nodes)]
+    mod["main"] = mod["main"].with_attr("squeeze.layer_names", names)
+    return mod
 
 
 def _output_specs(main: relax.Function, names: list[str]) -> list[TensorSpec]:

@@ -1,6 +1,7 @@
 """Per-layer summaries of a Program (op, shapes, MACs, parameter bytes) and their text tables."""
 from __future__ import annotations
 
+import json
 import math
 from typing import Iterable, Sequence
 
@@ -40,6 +41,14 @@ def _macs(call: relax.Call, out_shape: Sequence[int]) -> int:
     return 0
 
 
+def _dtypes(call: relax.Call, out: relax.Var) -> str:
+    """``float32``, or ``uint8×int8→int32`` for integer layers."""
+    ins = [str(a.ty.dtype) for a in call.args[:2] if isinstance(getattr(a, "ty", None), relax.TensorType)]
+    if call.op.name not in ("relax.nn.conv2d", "relax.matmul") or ins[0] == "float32":
+        return ins[0]
+    return "×".join(ins) + f"→{out.ty.dtype}"
+
+
 def _const_bytes(call: relax.Call) -> int:
     return sum(a.value.numpy().nbytes for a in call.args if isinstance(a, tvm.ir.expr.Constant))
 
@@ -49,10 +58,13 @@ def layer_table(mod) -> list[dict]:
 
     A constant added to a layer's output (its bias) counts towards that layer's parameters.
     """
+    func = mod["main"]
+    names = list(func.attrs["squeeze.layer_names"]) if func.attrs and "squeeze.layer_names" in func.attrs else []
     rows: list[dict] = []
     by_var: dict = {}
     counts: dict[str, int] = {}
-    for block in mod["main"].body.blocks:
+    layers = 0
+    for block in func.body.blocks:
         for binding in block.bindings:
             call = binding.value
             if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op):
@@ -66,16 +78,30 @@ def layer_table(mod) -> list[dict]:
             out = _shape(call.args[0]) if op == "relax.nn.batch_norm" else _shape(binding.var)
             kind = _LAYER_OPS[op]
             counts[kind] = counts.get(kind, -1) + 1
+            name = f"{kind}_{counts[kind]}"
+            if kind in ("conv2d", "matmul"):
+                name = names[layers] if layers < len(names) else name
+                layers += 1
             row = by_var[binding.var] = {
-                "name": f"{kind}_{counts[kind]}",
+                "name": name,
                 "op": kind,
                 "input": list(_shape(call.args[0])),
                 "output": list(out),
+                "dtype": _dtypes(call, binding.var),
                 "macs": _macs(call, out),
                 "param_bytes": _const_bytes(call),
             }
             rows.append(row)
     return rows
+
+
+def compression_summary(mod) -> dict:
+    """What the manifest records about compression: per-layer rows and pass decisions."""
+    func = mod["main"]
+    summary = {"layers": layer_table(mod)}
+    if func.attrs and "squeeze.quantized" in func.attrs:
+        summary["quantization"] = json.loads(str(func.attrs["squeeze.quantized"]))
+    return summary
 
 
 def format_table(rows: Iterable[dict], columns: Sequence[str], totals: bool = True) -> str:

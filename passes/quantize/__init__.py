@@ -8,10 +8,12 @@ import tvm
 from tvm import relax
 
 from compiler.errors import SqueezeError
+from compiler.frontend import layer_calls
 from compiler.program import TensorSpec
 
 from ..registry import register_pass
 from .calibrate import CalibrationSource, calibrate_module
+from . import equalize as _equalize  # noqa: F401  (registers "equalize")
 from .realize import realize_function
 from .schemes import Scheme, parse_scheme
 
@@ -47,7 +49,7 @@ def quantize(
     skip: Sequence[str] = (),
     skip_ops: Sequence[str] = (),
     keep_first_last: bool = False,
-    layer_names: Sequence[str] = (),
+    bias_correction: bool = False,
     progress: bool = True,
 ) -> tvm.transform.Pass:
     """Post-training quantization: calibrate on ``calibration``, then realize the integer IR.
@@ -64,6 +66,9 @@ def quantize(
         Layers (``conv2d_3`` or ONNX node names) and op types (``conv2d``, ``matmul``) kept float.
     keep_first_last : bool
         Keep the first and last conv/matmul layers float.
+    bias_correction : bool
+        Subtract the expected output shift caused by weight rounding, ``(W_q - W) · E[x]``,
+        with ``E[x]`` measured during calibration (Nagel et al., 2019).
 
     Returns
     -------
@@ -77,14 +82,12 @@ def quantize(
     @tvm.transform.module_pass(opt_level=0, name="quantize")
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         func = mod["main"]
-        observers = calibrate_module(mod, _input_specs(func), calibration, observer, progress)
+        observers, means = calibrate_module(mod, _input_specs(func), calibration, observer, progress)
         acts = scheme.activations
         ranges = {v: obs.range(acts.symmetric, acts.bits, acts.unsigned) for v, obs in observers.items()}
-        num_layers = sum(1 for blk in func.body.blocks for b in blk.bindings
-                         if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "")
-                         in ("relax.nn.conv2d", "relax.matmul"))
-        keep = layer_filter(skip, skip_ops, keep_first_last, num_layers, layer_names)
-        new, records = realize_function(func, scheme, ranges, keep)
+        names = list(func.attrs["squeeze.layer_names"]) if "squeeze.layer_names" in func.attrs else []
+        keep = layer_filter(skip, skip_ops, keep_first_last, len(layer_calls(func)), names)
+        new, records = realize_function(func, scheme, ranges, keep, means if bias_correction else None)
         new = new.with_attr("squeeze.quantized", json.dumps({"scheme": scheme.name, "observer": observer,
                                                               "layers": records}))
         out = tvm.IRModule({"main": new})

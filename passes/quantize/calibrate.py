@@ -139,6 +139,24 @@ def _instrument(mod: tvm.IRModule, watched: list[relax.Var]) -> tvm.IRModule:
     return relax.transform.ConvertToDataflow()(tvm.IRModule({"main": new}))
 
 
+class ChannelMean:
+    """Running mean per channel (axis 1 of 4-D tensors, the last axis otherwise)."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def update(self, x: np.ndarray) -> None:
+        axis = 1 if x.ndim == 4 else x.ndim - 1
+        moved = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis]).astype(np.float64)
+        self.total = moved.sum(axis=0) + (0 if self.total is None else self.total)
+        self.count += moved.shape[0]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.total / self.count
+
+
 def calibrate_module(
     mod: tvm.IRModule,
     inputs: list[TensorSpec],
@@ -146,13 +164,15 @@ def calibrate_module(
     observer: str = "minmax",
     progress: bool = True,
     **observer_options,
-) -> dict[relax.Var, object]:
+) -> tuple[dict, dict]:
     """Observe every float tensor of ``mod["main"]`` (weights bound) over the calibration data.
 
     Returns
     -------
-    dict
+    observers : dict
         ``{var of mod["main"]: observer}``, ready for ``observer.range(...)``.
+    means : dict
+        ``{var: per-channel mean}`` (used by bias correction).
     """
     from tqdm import tqdm
 
@@ -167,8 +187,11 @@ def calibrate_module(
     watched = list(observers_of)
     program = Program(_instrument(mod, watched), {}, inputs, [])
     vm = relax.VirtualMachine(build(program, get_target("x86")), tvm.cpu())
+    means = {v: ChannelMean() for v in watched}
     for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, leave=False):
         results = vm["main"](*(tvm.runtime.tensor(batch[s.name]) for s in inputs))
         for var, value in zip(watched, results):
-            observers_of[var].update(value.numpy())
-    return observers_of
+            arr = value.numpy()
+            observers_of[var].update(arr)
+            means[var].update(arr)
+    return observers_of, {v: m.mean for v, m in means.items()}

@@ -1,12 +1,13 @@
 """Realization: float Relax → the integer IR (int8 compute, int32 accumulation, requantization).
 
 Walks ``main``'s bindings in order and re-emits them. A *layer* — conv2d or matmul with
-constant weights, then an optional constant bias add, then an optional relu/clip, each used
-once — becomes ``quantize → [pad with the zero point] → conv2d/matmul(int, out int32) + int32
-bias → requantize(+activation)``. Activation×activation matmuls, residual adds, concats,
-relu/clip, max/global-average pooling and shape ops stay in integers when their inputs are;
-everything else runs in float between ``dequantize``/``quantize`` pairs, which FuseOps folds
-into the neighbouring kernels.
+constant weights, then an optional constant bias add, then an optional activation (relu,
+clip, or relu + per-channel minimum as left by equalization), each used once — becomes
+``quantize → [pad with the zero point] → conv2d/matmul(int, out int32) + int32 bias →
+requantize(+activation)``. Activation×activation matmuls, residual adds, concats, relu/clip,
+max/global-average pooling and shape ops stay in integers when their inputs are; everything
+else runs in float between ``dequantize``/``quantize`` pairs, which FuseOps folds into the
+neighbouring kernels.
 """
 from __future__ import annotations
 
@@ -17,14 +18,14 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from compiler.ir import bindings, op_name, single_consumer, use_counts
+
 from .requantize import Requant, finish, requantize, rescale
 from .schemes import QuantSpec, Scheme
 
-ACTIVATIONS = ("relax.nn.relu", "relax.clip")
 SHAPE_OPS = ("relax.reshape", "relax.permute_dims", "relax.flatten", "relax.squeeze", "relax.expand_dims",
              "relax.nn.max_pool2d")
 LAYER_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
-
 Const = tvm.ir.expr.Constant
 
 
@@ -38,6 +39,22 @@ class QTensor:
     spec: QuantSpec
 
 
+@dataclass
+class Activation:
+    """A fused activation: the bindings it spans and its real-valued clip bounds."""
+
+    vars: list = field(default_factory=list)
+    lo: float = -np.inf
+    hi: object = np.inf  # float, or per-channel np.ndarray
+
+    def codes(self, scale: float, zero: int, spec: QuantSpec) -> tuple[int, object]:
+        """Integer clip bounds for an output with ``scale``/``zero``."""
+        lo = spec.qmin if np.isinf(self.lo) else max(spec.qmin, int(np.round(self.lo / scale)) + zero)
+        hi = np.asarray(self.hi, dtype=np.float64)
+        hi_codes = np.minimum(spec.qmax, np.where(np.isinf(hi), spec.qmax, np.round(hi / scale) + zero))
+        return lo, hi_codes.astype(np.int64) if hi_codes.size > 1 else int(hi_codes)
+
+
 def _shape(expr: relax.Expr) -> tuple[int, ...]:
     return tuple(int(d) for d in expr.ty.shape)
 
@@ -46,24 +63,36 @@ def _const_array(expr) -> np.ndarray | None:
     return expr.value.numpy() if isinstance(expr, Const) else None
 
 
+def _weight_error_shift(error: np.ndarray, mean: np.ndarray, out_axis: int, groups: int) -> np.ndarray:
+    """Expected output shift ``(W_q - W) · E[x]`` per output channel (conv OIHW or matmul KN)."""
+    if out_axis == 1:  # matmul weight [K, N]
+        return mean @ error
+    per_input = error.sum(axis=(2, 3))                      # [O, I/groups]
+    group_of = np.arange(error.shape[0]) // (error.shape[0] // groups)
+    return (per_input * mean.reshape(groups, -1)[group_of]).sum(axis=1)
+
+
 @dataclass
 class _Walk:
     """One realization walk over a dataflow function."""
 
     scheme: Scheme
-    ranges: dict
+    ranges: dict                               # original var -> calibrated (lo, hi)
     keep_float: Callable[[int, str], str]
     uses: dict
     consumer: dict
+    means: dict | None = None                  # original var -> per-channel mean (bias correction)
     bb: relax.BlockBuilder = field(default_factory=relax.BlockBuilder)
     env: dict = field(default_factory=dict)    # original var -> float expr
     quant: dict = field(default_factory=dict)  # original var -> its integer view
-    views: dict = field(default_factory=dict)  # (original var, dtype) -> other integer views
+    views: dict = field(default_factory=dict)  # (original var, dtype) -> integer views made here
     consumed: set = field(default_factory=set)
     records: list = field(default_factory=list)
 
     # ---- views of an original value --------------------------------------------------------
     def as_float(self, v: relax.Expr) -> relax.Expr:
+        if isinstance(v, relax.Tuple):
+            return relax.Tuple([self.as_float(f) for f in v.fields])
         if not isinstance(v, relax.Var):
             return v
         if v not in self.env:
@@ -73,7 +102,7 @@ class _Walk:
         return self.env[v]
 
     def as_quant(self, v: relax.Expr, spec: QuantSpec) -> QTensor | None:
-        """``v`` as codes of ``spec`` (reusing an existing view of the same dtype)."""
+        """``v`` as codes of ``spec``'s dtype: its own integer view, or quantized from its range."""
         if not isinstance(v, relax.Var):
             return None
         q = self.quant.get(v)
@@ -90,142 +119,145 @@ class _Walk:
         self.quant.setdefault(v, q)
         return q
 
-    def out_params(self, v: relax.Var, spec: QuantSpec, act: relax.Call | None) -> tuple[float, int, int, int]:
-        """Scale, zero point and clip bounds (activation fused) for the output ``v``."""
-        scale, zero = (float(a) for a in spec.qparams(*self.ranges[v]))
-        zero = int(zero)
-        lo, hi = spec.qmin, spec.qmax
-        if act is not None and act.op.name == "relax.nn.relu":
-            lo = max(lo, zero)
-        elif act is not None:
-            lo = max(lo, int(np.round(float(act.args[1].value) / scale)) + zero)
-            hi = min(hi, int(np.round(float(act.args[2].value) / scale)) + zero)
-        return scale, zero, lo, hi
-
     def set_quant(self, v: relax.Var, expr: relax.Expr, scale: float, zero: int, spec: QuantSpec) -> None:
         self.quant[v] = QTensor(self.bb.emit(expr), scale, zero, spec)
 
-    # ---- fusion helpers -----------------------------------------------------------------------
-    def follow(self, var: relax.Var, ops: tuple[str, ...], const_arg: bool = False):
-        """The single consumer binding of ``var`` if it is one of ``ops`` (else None)."""
-        binding = self.consumer.get(var) if self.uses.get(var, 0) == 1 else None
-        if binding is None:
-            return None
-        call = binding.value
-        if not isinstance(call, relax.Call) or getattr(call.op, "name", "") not in ops:
-            return None
-        if const_arg and not (call.args[0].same_as(var) and isinstance(call.args[1], Const)):
-            return None
-        return binding
+    def output_params(self, v: relax.Var, spec: QuantSpec, act: Activation) -> tuple[float, int, int, object]:
+        scale, zero = (float(a) for a in spec.qparams(*self.ranges[v]))
+        return (scale, int(zero), *act.codes(scale, int(zero), spec))
 
-    def activation_after(self, var: relax.Var):
-        return self.follow(var, ACTIVATIONS)
+    # ---- fusion ---------------------------------------------------------------------------------
+    def activation_after(self, var: relax.Var) -> Activation:
+        """The relu/clip (+ per-channel minimum) that alone consumes ``var``, if any."""
+        act = Activation()
+        first = single_consumer(var, self.uses, self.consumer, ("relax.nn.relu", "relax.clip"))
+        if first is None:
+            return act
+        act.vars.append(first.var)
+        if op_name(first.value) == "relax.clip":
+            act.lo, act.hi = float(first.value.args[1].value), float(first.value.args[2].value)
+            return act
+        act.lo = 0.0
+        cap = single_consumer(first.var, self.uses, self.consumer, ("relax.minimum",))
+        if cap is not None and cap.value.args[0].same_as(first.var) and isinstance(cap.value.args[1], Const):
+            act.vars.append(cap.var)
+            act.hi = _const_array(cap.value.args[1]).reshape(-1)
+        return act
 
-    # ---- handlers ------------------------------------------------------------------------------
-    def weighted_layer(self, binding, index: int) -> bool:
+    def bias_after(self, var: relax.Var, channels: int) -> tuple[relax.Var | None, np.ndarray | None]:
+        binding = single_consumer(var, self.uses, self.consumer, ("relax.add",))
+        if binding is None or not binding.value.args[0].same_as(var):
+            return None, None
+        bias = _const_array(binding.value.args[1])
+        return (binding.var, bias.reshape(-1)) if bias is not None and bias.size == channels else (None, None)
+
+    # ---- handlers ---------------------------------------------------------------------------------
+    def weighted_layer(self, binding) -> bool:
         call, spec = binding.value, self.scheme.activations
-        op = call.op.name
+        conv = op_name(call) == "relax.nn.conv2d"
+        if conv and (call.attrs.data_layout != "NCHW" or call.attrs.kernel_layout != "OIHW"):
+            return False
         x, weight = call.args[0], _const_array(call.args[1])
-        if op == "relax.nn.conv2d" and (call.attrs.data_layout != "NCHW" or call.attrs.kernel_layout != "OIHW"):
-            return False
-        chain, last = [binding.var], binding
-        bias_b = self.follow(binding.var, ("relax.add",), const_arg=True)
-        out_axis = 1 if op == "relax.nn.conv2d" else -1
+        out_axis, w_axis = (1, 0) if conv else (-1, 1)
         channels = _shape(binding.var)[out_axis]
-        bias = None
-        if bias_b is not None and _const_array(bias_b.value.args[1]).size == channels:
-            bias, last = _const_array(bias_b.value.args[1]).reshape(-1), bias_b
-            chain.append(bias_b.var)
-        act_b = self.activation_after(last.var)
-        if act_b is not None:
-            chain.append(act_b.var)
-            last = act_b
-        final = last.var
+        chain = [binding.var]
+        bias_var, bias = self.bias_after(binding.var, channels)
+        if bias_var is not None:
+            chain.append(bias_var)
+        act = self.activation_after(chain[-1])
+        chain += act.vars
         xq = self.as_quant(x, spec)
-        if xq is None or final not in self.ranges:
+        if xq is None or chain[-1] not in self.ranges:
             return False
-        w_axis = 0 if op == "relax.nn.conv2d" else 1
         w_scale, _ = self.scheme.weight_qparams(weight, w_axis)
         w_shape = [1] * weight.ndim
         w_shape[w_axis] = -1
-        w_scale_b = np.broadcast_to(np.asarray(w_scale).reshape(w_shape) if np.size(w_scale) > 1 else w_scale,
-                                    weight.shape)
+        w_scale_b = np.asarray(w_scale).reshape(w_shape) if np.size(w_scale) > 1 else np.asarray(w_scale)
         wq = self.scheme.weights.quantize(weight, w_scale_b, 0).astype("int8")
-        reduce_axes = tuple(i for i in range(weight.ndim) if i != w_axis)
         per_out_scale = xq.scale * np.broadcast_to(np.asarray(w_scale).reshape(-1), (channels,))
+        if self.means is not None and x in self.means:
+            groups = int(call.attrs.groups) if conv else 1
+            shift = _weight_error_shift(wq * w_scale_b - weight, self.means[x], w_axis, groups)
+            bias = (np.zeros(channels) if bias is None else bias) - shift
+        reduce_axes = tuple(i for i in range(weight.ndim) if i != w_axis)
         acc_bias = -xq.zero * wq.astype(np.int64).sum(axis=reduce_axes)
         if bias is not None:
             acc_bias = acc_bias + np.round(bias / per_out_scale).astype(np.int64)
-        data = xq.expr
-        if op == "relax.nn.conv2d":
-            attrs = call.attrs
-            padding = [int(p) for p in attrs.padding]
-            if xq.zero != 0 and any(padding):
-                top, left, bottom, right = padding
-                data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(xq.zero))
-                padding = [0, 0, 0, 0]
-            acc = relax.op.nn.conv2d(data, relax.const(wq), strides=attrs.strides, padding=padding,
-                                     dilation=attrs.dilation, groups=attrs.groups, out_dtype="int32")
+        if conv:
+            data, attrs = self._int_conv(call, xq)
+            acc = relax.op.nn.conv2d(data, relax.const(wq), **attrs)
             bias_shape = (1, channels, 1, 1)
         else:
-            acc = relax.op.matmul(data, relax.const(wq), out_dtype="int32")
+            acc = relax.op.matmul(xq.expr, relax.const(wq), out_dtype="int32")
             bias_shape = (channels,)
         if np.any(acc_bias):
             acc = relax.op.add(acc, relax.const(acc_bias.reshape(bias_shape).astype(np.int32)))
-        scale, zero, lo, hi = self.out_params(final, spec, act_b.value if act_b is not None else None)
+        scale, zero, lo, hi = self.output_params(chain[-1], spec, act)
         rq = Requant(per_out_scale / scale, zero, lo, hi, spec.dtype, self.scheme.integer_only)
-        self.set_quant(final, requantize(acc, rq, len(_shape(binding.var)), out_axis), scale, zero, spec)
+        self.set_quant(chain[-1], requantize(acc, rq, len(_shape(binding.var)), out_axis), scale, zero, spec)
         self.consumed.update(chain)
         return True
+
+    @staticmethod
+    def _int_conv(call: relax.Call, xq: QTensor) -> tuple[relax.Expr, dict]:
+        """Input (padded with the zero point when it is not 0) and conv2d attributes."""
+        attrs = call.attrs
+        padding = [int(p) for p in attrs.padding]
+        data = xq.expr
+        if xq.zero != 0 and any(padding):
+            top, left, bottom, right = padding
+            data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(xq.zero))
+            padding = [0, 0, 0, 0]
+        return data, {"strides": attrs.strides, "padding": padding, "dilation": attrs.dilation,
+                      "groups": attrs.groups, "out_dtype": "int32"}
 
     def activation_matmul(self, binding) -> bool:
         call, spec = binding.value, self.scheme.activations
         operand = QuantSpec(spec.bits, symmetric=True, power_of_two=spec.power_of_two)
         a, b = (self.as_quant(arg, operand) for arg in call.args[:2])
-        act_b = self.activation_after(binding.var)
-        final = act_b.var if act_b is not None else binding.var
+        act = self.activation_after(binding.var)
+        final = act.vars[-1] if act.vars else binding.var
         if a is None or b is None or final not in self.ranges:
             return False
         acc = relax.op.matmul(a.expr, b.expr, out_dtype="int32")
-        scale, zero, lo, hi = self.out_params(final, spec, act_b.value if act_b is not None else None)
+        scale, zero, lo, hi = self.output_params(final, spec, act)
         rq = Requant(np.array([a.scale * b.scale / scale]), zero, lo, hi, spec.dtype, self.scheme.integer_only)
         self.set_quant(final, requantize(acc, rq, len(_shape(binding.var)), -1), scale, zero, spec)
-        self.consumed.update([binding.var, final])
+        self.consumed.update([binding.var, *act.vars])
         return True
 
     def merge(self, binding, inputs: list, combine: Callable[[list], relax.Expr]) -> bool:
         """Residual add / concat: rescale each input to the output's scale, combine, finish."""
         spec, integer_only = self.scheme.activations, self.scheme.integer_only
         qs = [self.quant.get(v) or self.as_quant(v, spec) for v in inputs]
-        act_b = self.activation_after(binding.var)
-        final = act_b.var if act_b is not None else binding.var
+        act = self.activation_after(binding.var)
+        final = act.vars[-1] if act.vars else binding.var
         if any(q is None for q in qs) or final not in self.ranges:
             return False
-        scale, zero, lo, hi = self.out_params(final, spec, act_b.value if act_b is not None else None)
+        ndim = len(_shape(binding.var))
+        scale, zero, lo, hi = self.output_params(final, spec, act)
         terms = []
         for q in qs:
             centred = relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32"))
-            terms.append(rescale(centred, np.array([q.scale / scale]), len(_shape(binding.var)), 1, integer_only))
-        self.set_quant(final, finish(combine(terms), zero, lo, hi, spec.dtype, integer_only), scale, zero, spec)
-        self.consumed.update([binding.var, final])
+            terms.append(rescale(centred, np.array([q.scale / scale]), ndim, 1, integer_only))
+        self.set_quant(final, finish(combine(terms), zero, lo, hi, spec.dtype, integer_only, ndim, 1),
+                       scale, zero, spec)
+        self.consumed.update([binding.var, *act.vars])
         return True
 
     def integer_unary(self, binding) -> bool:
         """Ops applied directly to codes: shape ops, max pooling, relu/clip, global average."""
         call = binding.value
         q = self.quant.get(call.args[0]) if isinstance(call.args[0], relax.Var) else None
+        op = op_name(call)
         if q is None:
             return False
-        op = call.op.name
         if op in SHAPE_OPS:
-            expr = relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs)
-        elif op in ACTIVATIONS:
-            scale, zero, lo, hi = q.scale, q.zero, q.spec.qmin, q.spec.qmax
-            if op == "relax.nn.relu":
-                lo = max(lo, zero)
-            else:
-                lo = max(lo, int(np.round(float(call.args[1].value) / scale)) + zero)
-                hi = min(hi, int(np.round(float(call.args[2].value) / scale)) + zero)
+            expr = relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args)
+        elif op in ("relax.nn.relu", "relax.clip"):
+            act = Activation(lo=0.0) if op == "relax.nn.relu" else \
+                Activation(lo=float(call.args[1].value), hi=float(call.args[2].value))
+            lo, hi = act.codes(q.scale, q.zero, q.spec)
             expr = relax.op.clip(q.expr, lo, hi)
         elif op == "relax.mean":
             axes = [int(a) for a in call.attrs.axis]
@@ -241,82 +273,46 @@ class _Walk:
 
     def visit(self, binding, layer_index: int) -> None:
         call = binding.value
-        op = getattr(call.op, "name", "") if isinstance(call, relax.Call) else ""
+        op = op_name(call)
         done = False
         if op in LAYER_OPS:
             reason = self.keep_float(layer_index, LAYER_OPS[op])
-            if reason:
-                self.records.append({"index": layer_index, "mode": "float", "reason": reason})
-            elif isinstance(call.args[1], Const):
-                done = self.weighted_layer(binding, layer_index)
-            elif op == "relax.matmul":
-                done = self.activation_matmul(binding)
             if not reason:
-                self.records.append({"index": layer_index, "mode": self.scheme.name if done else "float",
-                                     "reason": "" if done else "no calibrated range"})
+                done = self.weighted_layer(binding) if isinstance(call.args[1], Const) \
+                    else op == "relax.matmul" and self.activation_matmul(binding)
+                reason = "" if done else "no calibrated range"
+            self.records.append({"index": layer_index, "mode": self.scheme.name if done else "float",
+                                 "reason": reason})
         elif op == "relax.add" and all(isinstance(a, relax.Var) for a in call.args):
             done = self.merge(binding, list(call.args[:2]), lambda t: relax.op.add(t[0], t[1]))
         elif op == "relax.concat":
-            done = self.merge(binding, list(call.args[0].fields),
-                              lambda t: relax.op.concat(t, axis=int(call.attrs.axis)))
+            done = self.merge(binding, list(call.args[0].fields), lambda t: relax.op.concat(t, axis=int(call.attrs.axis)))
         elif op:
             done = self.integer_unary(binding)
         if not done:
-            new = relax.Call(call.op, [self._float_arg(a) for a in call.args], call.attrs, call.ty_args) \
-                if isinstance(call, relax.Call) else self._float_arg(call)
+            new = relax.Call(call.op, [self.as_float(a) for a in call.args], call.attrs, call.ty_args) \
+                if isinstance(call, relax.Call) else self.as_float(call)
             self.env[binding.var] = self.bb.emit(new)
 
-    def _float_arg(self, arg):
-        if isinstance(arg, relax.Tuple):
-            return relax.Tuple([self._float_arg(f) for f in arg.fields])
-        return self.as_float(arg)
 
+def realize_function(func: relax.Function, scheme: Scheme, ranges: dict, keep_float: Callable[[int, str], str],
+                     means: dict | None = None) -> tuple[relax.Function, list[dict]]:
+    """Rewrite one Relax function into the integer IR; returns it and per-layer records.
 
-def _uses(func: relax.Function) -> tuple[dict, dict]:
-    """Use counts of each var and, for single-use vars, the binding that consumes them."""
-    uses: dict = {}
-    consumer: dict = {}
-
-    def visit_expr(expr, binding):
-        if isinstance(expr, relax.Var):
-            uses[expr] = uses.get(expr, 0) + 1
-            consumer[expr] = binding
-        elif isinstance(expr, relax.Tuple):
-            for f in expr.fields:
-                visit_expr(f, binding)
-        elif isinstance(expr, relax.Call):
-            for a in expr.args:
-                visit_expr(a, binding)
-        elif isinstance(expr, relax.TupleGetItem):
-            visit_expr(expr.tuple_value, binding)
-
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            visit_expr(binding.value, binding)
-    visit_expr(func.body.body, None)
-    return uses, consumer
-
-
-def realize_function(func: relax.Function, scheme: Scheme, ranges: dict,
-                     keep_float: Callable[[int, str], str]) -> tuple[relax.Function, list[dict]]:
-    """Rewrite one Relax function into the integer IR; returns it and per-layer records."""
-    uses, consumer = _uses(func)
-    walk = _Walk(scheme, ranges, keep_float, uses, consumer)
+    ``means`` (per-channel input means from calibration) turns on bias correction.
+    """
+    uses, consumer = use_counts(func)
+    walk = _Walk(scheme, ranges, keep_float, uses, consumer, means)
     num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
     params = list(func.params[:num_input])
     with walk.bb.function("main", params, attrs=dict(func.attrs) if func.attrs else None):
         with walk.bb.dataflow():
-            for p in params:
-                walk.env[p] = p
+            walk.env.update({p: p for p in params})
             layer_index = 0
-            for block in func.body.blocks:
-                for binding in block.bindings:
-                    if binding.var in walk.consumed:
-                        continue
+            for binding in bindings(func):
+                if binding.var not in walk.consumed:
                     walk.visit(binding, layer_index)
-                    if isinstance(binding.value, relax.Call) and getattr(binding.value.op, "name", "") in LAYER_OPS:
-                        layer_index += 1
-            out = walk._float_arg(func.body.body)
-            out = walk.bb.emit_output(out)
+                layer_index += op_name(binding.value) in LAYER_OPS
+            out = walk.bb.emit_output(walk.as_float(func.body.body))
         walk.bb.emit_func_output(out)
     return walk.bb.get()["main"], walk.records

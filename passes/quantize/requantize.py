@@ -23,7 +23,7 @@ class Requant:
     multiplier: np.ndarray
     zero: int
     lo: int
-    hi: int
+    hi: object  # int, or per-channel np.ndarray
     out_dtype: str
     integer_only: bool = False
 
@@ -47,19 +47,26 @@ def rescale(acc: relax.Expr, multiplier: np.ndarray, ndim: int, axis: int, integ
     return relax.op.multiply(relax.op.astype(acc, "float32"), _channel_const(multiplier, "float32", ndim, axis))
 
 
-def finish(scaled: relax.Expr, zero: int, lo: int, hi: int, out_dtype: str, integer_only: bool) -> relax.Expr:
-    """Round (float path), add the output zero point, clip to [lo, hi] and narrow to ``out_dtype``."""
-    if integer_only:
-        q = relax.op.add(scaled, relax.const(np.int64(zero), "int64"))
-    else:
-        q = relax.op.add(relax.op.round(scaled), relax.const(np.float32(zero), "float32"))
-    return relax.op.astype(relax.op.clip(q, lo, hi), out_dtype)
+def finish(scaled: relax.Expr, zero: int, lo: int, hi, out_dtype: str, integer_only: bool,
+           ndim: int = 0, axis: int = 1) -> relax.Expr:
+    """Round (float path), add the output zero point, clip to [lo, hi] and narrow to ``out_dtype``.
+
+    ``hi`` may be per channel (along ``axis`` of an ``ndim``-D tensor): an equalized ReLU6.
+    """
+    dtype = "int64" if integer_only else "float32"
+    q = scaled if integer_only else relax.op.round(scaled)
+    q = relax.op.add(q, relax.const(np.asarray(zero, dtype), dtype))
+    hi = np.asarray(hi)
+    q = relax.op.clip(q, int(lo), int(hi.max()))
+    if hi.size > 1:
+        q = relax.op.minimum(q, _channel_const(hi, dtype, ndim, axis))
+    return relax.op.astype(q, out_dtype)
 
 
 def requantize(acc: relax.Expr, rq: Requant, ndim: int, axis: int) -> relax.Expr:
     """Relax expression requantizing int32 ``acc`` (channels along ``axis``) per ``rq``."""
     scaled = rescale(acc, rq.multiplier, ndim, axis, rq.integer_only)
-    return finish(scaled, rq.zero, rq.lo, rq.hi, rq.out_dtype, rq.integer_only)
+    return finish(scaled, rq.zero, rq.lo, rq.hi, rq.out_dtype, rq.integer_only, ndim, axis)
 
 
 def requantize_reference(acc: np.ndarray, rq: Requant, axis: int) -> np.ndarray:
@@ -74,4 +81,5 @@ def requantize_reference(acc: np.ndarray, rq: Requant, axis: int) -> np.ndarray:
     else:
         prod = acc.astype(np.float32) * mult.astype(np.float32).reshape(shape)
         q = np.round(prod) + np.float32(rq.zero)
-    return np.clip(q, rq.lo, rq.hi).astype(rq.out_dtype)
+    hi = np.asarray(rq.hi)
+    return np.clip(q, rq.lo, hi.reshape(shape) if hi.size > 1 else hi).astype(rq.out_dtype)

@@ -1,0 +1,60 @@
+"""Small helpers over Relax functions shared by passes."""
+from __future__ import annotations
+
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+
+def bindings(func: relax.Function) -> list:
+    """All bindings of ``func``'s body, in order."""
+    return [b for block in func.body.blocks for b in block.bindings]
+
+
+def op_name(expr) -> str:
+    """``relax.nn.conv2d`` for a call of that op, else ``""``."""
+    return getattr(expr.op, "name", "") if isinstance(expr, relax.Call) else ""
+
+
+def use_counts(func: relax.Function) -> tuple[dict, dict]:
+    """How often each var is used, and (for each var) its last consuming binding (None: output)."""
+    uses: dict = {}
+    consumer: dict = {}
+
+    def visit(expr, binding):
+        if isinstance(expr, relax.Var):
+            uses[expr] = uses.get(expr, 0) + 1
+            consumer[expr] = binding
+        elif isinstance(expr, relax.Tuple):
+            for f in expr.fields:
+                visit(f, binding)
+        elif isinstance(expr, relax.Call):
+            for a in expr.args:
+                visit(a, binding)
+        elif isinstance(expr, relax.TupleGetItem):
+            visit(expr.tuple_value, binding)
+
+    for binding in bindings(func):
+        visit(binding.value, binding)
+    visit(func.body.body, None)
+    return uses, consumer
+
+
+def single_consumer(var: relax.Var, uses: dict, consumer: dict, ops: tuple[str, ...]):
+    """The binding that alone consumes ``var`` if it calls one of ``ops``, else None."""
+    binding = consumer.get(var) if uses.get(var, 0) == 1 else None
+    return binding if binding is not None and op_name(binding.value) in ops else None
+
+
+def rebind(func: relax.Function, values: dict) -> relax.Function:
+    """``func`` with the values of the given bindings replaced (``{var: new expr}``)."""
+
+    @mutator
+    class _Rebind(PyExprMutator):
+        def visit_var_binding_(self, binding):
+            if binding.var in values:
+                new = self.builder_.normalize(self.visit_expr(values[binding.var]))
+                self.builder_.emit_normalized(relax.VarBinding(binding.var, new))
+            else:
+                super().visit_var_binding_(binding)
+
+    return _Rebind().visit_expr(func)
