@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import tvm
 
 from passes import make_pass
+from passes.registry import reraise_user_error
 
 from .errors import SqueezeError
 from .program import Program
@@ -92,8 +93,12 @@ def run_passes(
         (out / "00_input.py").write_text(program.mod.script())
     mod = program.mod
     for i, (name, pass_) in enumerate(passes, start=1):
-        with tvm.transform.PassContext(opt_level=3):
-            mod = pass_(mod)
+        try:
+            with tvm.transform.PassContext(opt_level=3):
+                mod = pass_(mod)
+        except Exception:
+            reraise_user_error()
+            raise
         if log is not None:
             log(f"pass {i}/{len(passes)}: {name}")
         if out is not None:

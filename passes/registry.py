@@ -1,6 +1,8 @@
 """Named pass registry: recipes refer to passes by these names."""
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Callable
 
 import tvm
@@ -9,6 +11,32 @@ from compiler.errors import SqueezeError
 
 PassFactory = Callable[..., tvm.transform.Pass]
 _PASSES: dict[str, PassFactory] = {}
+_pending = threading.local()
+
+
+def user_errors(body: Callable) -> Callable:
+    """Wrap a pass body so a :class:`SqueezeError` it raises survives TVM's FFI boundary.
+
+    TVM re-raises Python exceptions from pass bodies as ``RuntimeError``; the original is kept
+    here and :func:`reraise_user_error` restores it in the pass manager.
+    """
+
+    @functools.wraps(body)
+    def wrapper(*args, **kwargs):
+        try:
+            return body(*args, **kwargs)
+        except SqueezeError as err:
+            _pending.error = err
+            raise
+
+    return wrapper
+
+
+def reraise_user_error() -> None:
+    """Raise the SqueezeError a pass body raised last, if any."""
+    err, _pending.error = getattr(_pending, "error", None), None
+    if err is not None:
+        raise err
 
 
 def register_pass(name: str) -> Callable[[PassFactory], PassFactory]:

@@ -11,8 +11,9 @@ from compiler.errors import SqueezeError
 from compiler.frontend import layer_calls
 from compiler.program import TensorSpec
 
-from ..registry import register_pass
+from ..registry import register_pass, user_errors
 from .calibrate import CalibrationSource, calibrate_module
+from .observers import make_observer
 from . import equalize as _equalize  # noqa: F401  (registers "equalize")
 from .realize import realize_function
 from .schemes import Scheme, parse_scheme
@@ -79,7 +80,13 @@ def quantize(
     if calibration is None:
         raise SqueezeError("quantization needs calibration data: pass --calib data.npz (or a folder of images)")
 
+    try:
+        make_observer(observer)  # fail on a bad name before any work
+    except ValueError as err:
+        raise SqueezeError(str(err)) from None
+
     @tvm.transform.module_pass(opt_level=0, name="quantize")
+    @user_errors
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         func = mod["main"]
         observers, means = calibrate_module(mod, _input_specs(func), calibration, observer, progress)

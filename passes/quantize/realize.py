@@ -39,6 +39,17 @@ class QTensor:
     spec: QuantSpec
 
 
+@dataclass(frozen=True)
+class QOutput:
+    """Codes a layer writes: scale, zero point, clip bounds (activation fused) and dtype."""
+
+    scale: float
+    zero: int
+    lo: int
+    hi: object  # int, or per-channel np.ndarray
+    dtype: str
+
+
 @dataclass
 class Activation:
     """A fused activation: the bindings it spans and its real-valued clip bounds."""
@@ -70,6 +81,50 @@ def _weight_error_shift(error: np.ndarray, mean: np.ndarray, out_axis: int, grou
     per_input = error.sum(axis=(2, 3))                      # [O, I/groups]
     group_of = np.arange(error.shape[0]) // (error.shape[0] // groups)
     return (per_input * mean.reshape(groups, -1)[group_of]).sum(axis=1)
+
+
+def _along(values, ndim: int, axis: int) -> np.ndarray:
+    """Per-channel ``values`` shaped to broadcast along ``axis`` (scalars stay scalars)."""
+    values = np.asarray(values)
+    if values.size == 1:
+        return values.reshape(())
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return values.reshape(shape)
+
+
+def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bias: np.ndarray | None,
+                  out: QOutput, integer_only: bool) -> relax.Expr:
+    """The integer form of a conv2d (NCHW/OIHW) or matmul (weights [K, N]) call.
+
+    ``codes``/``w_scale``: symmetric int8 weights and their per-output-channel (or single) scale;
+    ``bias``: float bias or None; ``out``: the output codes.
+    Asymmetric inputs are padded with their zero point and their zero point is folded into the
+    int32 bias: ``b' = round(b / (s_x s_w)) - z_x · Σ w_q``.
+    """
+    conv = op_name(call) == "relax.nn.conv2d"
+    out_axis, w_axis = (1, 0) if conv else (-1, 1)
+    ndim = len(_shape(call))
+    channels = _shape(call)[out_axis]
+    per_out_scale = xq.scale * np.broadcast_to(np.asarray(w_scale, np.float64).reshape(-1), (channels,))
+    acc_bias = -xq.zero * codes.astype(np.int64).sum(axis=tuple(i for i in range(codes.ndim) if i != w_axis))
+    if bias is not None:
+        acc_bias = acc_bias + np.round(bias / per_out_scale).astype(np.int64)
+    if conv:
+        attrs = call.attrs
+        padding, data = [int(p) for p in attrs.padding], xq.expr
+        if xq.zero != 0 and any(padding):
+            top, left, bottom, right = padding
+            data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(xq.zero))
+            padding = [0, 0, 0, 0]
+        acc = relax.op.nn.conv2d(data, relax.const(codes), strides=attrs.strides, padding=padding,
+                                 dilation=attrs.dilation, groups=attrs.groups, out_dtype="int32")
+    else:
+        acc = relax.op.matmul(xq.expr, relax.const(codes), out_dtype="int32")
+    if np.any(acc_bias):
+        acc = relax.op.add(acc, relax.const(_along(acc_bias, ndim, out_axis).astype(np.int32)))
+    rq = Requant(per_out_scale / out.scale, out.zero, out.lo, out.hi, out.dtype, integer_only)
+    return requantize(acc, rq, ndim, out_axis)
 
 
 @dataclass
@@ -170,46 +225,18 @@ class _Walk:
         if xq is None or chain[-1] not in self.ranges:
             return False
         w_scale, _ = self.scheme.weight_qparams(weight, w_axis)
-        w_shape = [1] * weight.ndim
-        w_shape[w_axis] = -1
-        w_scale_b = np.asarray(w_scale).reshape(w_shape) if np.size(w_scale) > 1 else np.asarray(w_scale)
-        wq = self.scheme.weights.quantize(weight, w_scale_b, 0).astype("int8")
-        per_out_scale = xq.scale * np.broadcast_to(np.asarray(w_scale).reshape(-1), (channels,))
+        codes = self.scheme.weights.quantize(weight, _along(w_scale, weight.ndim, w_axis), 0).astype("int8")
         if self.means is not None and x in self.means:
             groups = int(call.attrs.groups) if conv else 1
-            shift = _weight_error_shift(wq * w_scale_b - weight, self.means[x], w_axis, groups)
-            bias = (np.zeros(channels) if bias is None else bias) - shift
-        reduce_axes = tuple(i for i in range(weight.ndim) if i != w_axis)
-        acc_bias = -xq.zero * wq.astype(np.int64).sum(axis=reduce_axes)
-        if bias is not None:
-            acc_bias = acc_bias + np.round(bias / per_out_scale).astype(np.int64)
-        if conv:
-            data, attrs = self._int_conv(call, xq)
-            acc = relax.op.nn.conv2d(data, relax.const(wq), **attrs)
-            bias_shape = (1, channels, 1, 1)
-        else:
-            acc = relax.op.matmul(xq.expr, relax.const(wq), out_dtype="int32")
-            bias_shape = (channels,)
-        if np.any(acc_bias):
-            acc = relax.op.add(acc, relax.const(acc_bias.reshape(bias_shape).astype(np.int32)))
+            error = codes * _along(w_scale, weight.ndim, w_axis) - weight
+            bias = (np.zeros(channels) if bias is None else bias) - _weight_error_shift(error, self.means[x], w_axis,
+                                                                                        groups)
         scale, zero, lo, hi = self.output_params(chain[-1], spec, act)
-        rq = Requant(per_out_scale / scale, zero, lo, hi, spec.dtype, self.scheme.integer_only)
-        self.set_quant(chain[-1], requantize(acc, rq, len(_shape(binding.var)), out_axis), scale, zero, spec)
+        out = QOutput(scale, zero, lo, hi, spec.dtype)
+        self.set_quant(chain[-1], integer_layer(call, xq, codes, w_scale, bias, out, self.scheme.integer_only),
+                       scale, zero, spec)
         self.consumed.update(chain)
         return True
-
-    @staticmethod
-    def _int_conv(call: relax.Call, xq: QTensor) -> tuple[relax.Expr, dict]:
-        """Input (padded with the zero point when it is not 0) and conv2d attributes."""
-        attrs = call.attrs
-        padding = [int(p) for p in attrs.padding]
-        data = xq.expr
-        if xq.zero != 0 and any(padding):
-            top, left, bottom, right = padding
-            data = relax.op.nn.pad(data, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(xq.zero))
-            padding = [0, 0, 0, 0]
-        return data, {"strides": attrs.strides, "padding": padding, "dilation": attrs.dilation,
-                      "groups": attrs.groups, "out_dtype": "int32"}
 
     def activation_matmul(self, binding) -> bool:
         call, spec = binding.value, self.scheme.activations
