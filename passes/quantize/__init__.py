@@ -15,6 +15,7 @@ from ..registry import register_pass, user_errors
 from .calibrate import CalibrationSource, calibrate_module
 from .observers import make_observer
 from . import equalize as _equalize  # noqa: F401  (registers "equalize")
+from . import qdq_to_integer as _qdq  # noqa: F401  (registers "qdq_to_integer")
 from .realize import realize_function
 from .schemes import Scheme, parse_scheme
 

@@ -127,6 +127,26 @@ def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bia
     return requantize(acc, rq, ndim, out_axis)
 
 
+def integer_merge(qs: list[QTensor], out: QOutput, combine: Callable[[list], relax.Expr], ndim: int,
+                  integer_only: bool) -> relax.Expr:
+    """Residual add / concat in integers: each input rescaled to the output scale, then combined."""
+    terms = []
+    for q in qs:
+        centred = relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32"))
+        terms.append(rescale(centred, np.array([q.scale / out.scale]), ndim, 1, integer_only))
+    return finish(combine(terms), out.zero, out.lo, out.hi, out.dtype, integer_only, ndim, 1)
+
+
+def integer_mean(q: QTensor, call: relax.Call, out: QOutput, integer_only: bool) -> relax.Expr:
+    """``mean`` over axes (global average pooling) of codes, requantized to ``out``."""
+    axes = [int(a) for a in call.attrs.axis]
+    count = int(np.prod([_shape(call.args[0])[a] for a in axes]))
+    total = relax.op.sum(relax.op.astype(q.expr, "int32"), axis=axes, keepdims=bool(call.attrs.keepdims))
+    centred = relax.op.subtract(total, relax.const(np.int32(q.zero * count), "int32"))
+    scaled = rescale(centred, np.array([q.scale / (count * out.scale)]), len(_shape(call)), -1, integer_only)
+    return finish(scaled, out.zero, out.lo, out.hi, out.dtype, integer_only)
+
+
 @dataclass
 class _Walk:
     """One realization walk over a dataflow function."""
@@ -261,13 +281,9 @@ class _Walk:
         final = act.vars[-1] if act.vars else binding.var
         if any(q is None for q in qs) or final not in self.ranges:
             return False
-        ndim = len(_shape(binding.var))
         scale, zero, lo, hi = self.output_params(final, spec, act)
-        terms = []
-        for q in qs:
-            centred = relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32"))
-            terms.append(rescale(centred, np.array([q.scale / scale]), ndim, 1, integer_only))
-        self.set_quant(final, finish(combine(terms), zero, lo, hi, spec.dtype, integer_only, ndim, 1),
+        out = QOutput(scale, zero, lo, hi, spec.dtype)
+        self.set_quant(final, integer_merge(qs, out, combine, len(_shape(binding.var)), integer_only),
                        scale, zero, spec)
         self.consumed.update([binding.var, *act.vars])
         return True
@@ -287,12 +303,8 @@ class _Walk:
             lo, hi = act.codes(q.scale, q.zero, q.spec)
             expr = relax.op.clip(q.expr, lo, hi)
         elif op == "relax.mean":
-            axes = [int(a) for a in call.attrs.axis]
-            count = int(np.prod([_shape(call.args[0])[a] for a in axes]))
-            total = relax.op.sum(relax.op.astype(q.expr, "int32"), axis=axes, keepdims=bool(call.attrs.keepdims))
-            centred = relax.op.subtract(total, relax.const(np.int32(q.zero * count), "int32"))
-            scaled = rescale(centred, np.array([1.0 / count]), len(_shape(binding.var)), -1, self.scheme.integer_only)
-            expr = finish(scaled, q.zero, q.spec.qmin, q.spec.qmax, q.spec.dtype, self.scheme.integer_only)
+            out = QOutput(q.scale, q.zero, q.spec.qmin, q.spec.qmax, q.spec.dtype)
+            expr = integer_mean(q, call, out, self.scheme.integer_only)
         else:
             return False
         self.set_quant(binding.var, expr, q.scale, q.zero, q.spec)

@@ -1,0 +1,163 @@
+"""QDQ import: ``dequantize → float op → quantize`` chains become the integer IR.
+
+ONNX models that already hold QuantizeLinear/DequantizeLinear (QAT exports, ONNX Runtime's
+``quantize_static``) import into Relax as ``R.quantize``/``R.dequantize`` around float ops,
+which TVM runs in float. This pass rewrites, with the scales and zero points the model
+declares (so results track ONNX Runtime's integer kernels):
+
+- ``quantize(act(conv2d|matmul(dequantize(x), dequantize(W)) + dequantize(b)))`` → the same
+  integer layer PTQ produces (:func:`realize.integer_layer`);
+- ``quantize(add(dequantize(a), dequantize(b)))`` (+ relu) → integer residual add;
+- ``quantize(mean(dequantize(x)))`` → integer global average pooling;
+- ``quantize(op(dequantize(x)))`` with the same scale and zero point, for max pooling and
+  shape ops → ``op(x)``.
+
+Remaining ``dequantize``/``quantize`` pairs stay as they are (float islands). Run it before
+constant folding, which would fold the weights' ``dequantize``.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+
+from ..registry import register_pass
+from .realize import SHAPE_OPS, Activation, QOutput, QTensor, integer_layer, integer_mean, integer_merge
+from .schemes import QuantSpec
+
+_DTYPE_SPECS = {"uint8": QuantSpec(8, symmetric=False), "int8": QuantSpec(8, symmetric=True)}
+
+
+def _value(expr) -> np.ndarray:
+    return expr.value.numpy()
+
+
+def _qtensor(dq: relax.Call) -> QTensor | None:
+    """The integer input of ``dequantize(q, scale, zero)`` with per-tensor parameters."""
+    scale, zero = _value(dq.args[1]), _value(dq.args[2])
+    dtype = str(dq.args[0].ty.dtype)
+    if scale.size != 1 or dtype not in _DTYPE_SPECS:
+        return None
+    return QTensor(dq.args[0], float(scale.reshape(())), int(zero.reshape(())), _DTYPE_SPECS[dtype])
+
+
+def _output(q: relax.Call, act: Activation) -> QOutput | None:
+    scale, zero = _value(q.args[1]), _value(q.args[2])
+    dtype = str(q.attrs.out_dtype)
+    if scale.size != 1 or dtype not in _DTYPE_SPECS:
+        return None
+    scale, zero = float(scale.reshape(())), int(zero.reshape(()))
+    return QOutput(scale, zero, *act.codes(scale, zero, _DTYPE_SPECS[dtype]), dtype)
+
+
+def _activation(call: relax.Call | None) -> Activation:
+    if call is None:
+        return Activation()
+    if call.op.name == "relax.nn.relu":
+        return Activation(lo=0.0)
+    return Activation(lo=float(call.args[1].value), hi=float(call.args[2].value))
+
+
+def _weights(dq: relax.Call, transposed: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """Symmetric int8 weight codes (laid out as the float op uses them) and their scales."""
+    codes, scale, zero = _value(dq.args[0]), _value(dq.args[1]), _value(dq.args[2])
+    if codes.dtype != np.int8 or np.any(zero != 0):
+        return None
+    return (codes.T.copy() if transposed else codes), scale.reshape(-1)
+
+
+def _patterns(records: list, integer_only: bool):
+    """(pattern, rewriter) pairs, most specific first."""
+    deq = lambda x: is_op("relax.dequantize")(x, is_const(), is_const())  # noqa: E731
+    x, w, b = deq(wildcard()), deq(is_const()), deq(is_const())
+    w_t = is_op("relax.permute_dims")(w)
+    layer = is_op("relax.nn.conv2d")(x, w) | is_op("relax.matmul")(x, w_t) | is_op("relax.matmul")(x, w)
+    bias = b | is_op("relax.reshape")(b, wildcard())
+    biased = layer | is_op("relax.add")(layer, bias)
+    act = is_op("relax.nn.relu")(biased) | is_op("relax.clip")(biased, wildcard(), wildcard())
+    out = is_op("relax.quantize")(biased | act, is_const(), is_const())
+
+    def layer_rewrite(expr, m):
+        xq = _qtensor(m[x])
+        weights = _weights(m[w], transposed=w_t in m)
+        output = _output(expr, _activation(m.get(act)))
+        if xq is None or weights is None or output is None:
+            return expr
+        bias_value = None
+        if b in m:
+            codes, scale, zero = (_value(a) for a in m[b].args)
+            bias_value = ((codes.astype(np.int64) - zero) * scale).reshape(-1)
+        records.append({"index": len(records), "mode": f"qdq_{xq.spec.dtype}×int8", "reason": ""})
+        return integer_layer(m[layer], xq, *weights, bias_value, output, integer_only)
+
+    a, c = deq(wildcard()), deq(wildcard())
+    added = is_op("relax.add")(a, c)
+    add_out = is_op("relax.quantize")(added | is_op("relax.nn.relu")(added), is_const(), is_const())
+
+    def add_rewrite(expr, m):
+        qs = [_qtensor(m[a]), _qtensor(m[c])]
+        relu = m.get(added) is not None and not expr.args[0].same_as(m[added])
+        output = _output(expr, Activation(lo=0.0) if relu else Activation())
+        if None in qs or output is None:
+            return expr
+        return integer_merge(qs, output, lambda t: relax.op.add(t[0], t[1]), len(expr.ty.shape), integer_only)
+
+    src = deq(wildcard())
+    unary = wildcard()
+    unary_out = is_op("relax.quantize")(unary, is_const(), is_const())
+
+    def unary_rewrite(expr, m):
+        call = m[unary]
+        if not isinstance(call, relax.Call) or not call.args or not isinstance(call.args[0], relax.Call) \
+                or getattr(call.args[0].op, "name", "") != "relax.dequantize":
+            return expr
+        q, output = _qtensor(call.args[0]), _output(expr, Activation())
+        if q is None or output is None:
+            return expr
+        op = call.op.name
+        if op == "relax.mean":
+            return integer_mean(q, call, output, integer_only)
+        same = np.isclose(q.scale, output.scale, rtol=1e-6) and q.zero == output.zero and q.spec.dtype == output.dtype
+        if op in SHAPE_OPS and same:
+            return relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args)
+        return expr
+
+    del src
+    return [(out, layer_rewrite), (add_out, add_rewrite), (unary_out, unary_rewrite)]
+
+
+@register_pass("qdq_to_integer")
+def qdq_to_integer(integer_only: bool = False) -> tvm.transform.Pass:
+    """Rewrite a QDQ model's quantize/dequantize chains into the integer IR.
+
+    Parameters
+    ----------
+    integer_only : bool
+        Fixed-point requantization instead of float multipliers.
+
+    Returns
+    -------
+    tvm.transform.Pass
+        A module pass over ``main`` (weights bound, not yet constant-folded); per-layer
+        decisions go to ``main``'s ``squeeze.quantized`` attribute.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="qdq_to_integer")
+    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        func = relax.transform.CanonicalizeBindings()(mod)["main"]
+        records: list = []
+        for pattern, rewriter in _patterns(records, integer_only):
+            func = rewrite_call(pattern, rewriter, func)
+        info = {"scheme": "qdq (from the model)", "observer": "none", "layers": records}
+        func = func.with_attr("squeeze.quantized", json.dumps(info))
+        return relax.transform.DeadCodeElimination(["main"])(tvm.IRModule({"main": func}))
+
+    return transform
+
+
+def has_qdq(mod: tvm.IRModule) -> bool:
+    """Whether ``main`` dequantizes anything (a QDQ model)."""
+    return "R.dequantize(" in mod["main"].script()
