@@ -106,7 +106,8 @@ def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bia
     out_axis, w_axis = (1, 0) if conv else (-1, 1)
     ndim = len(_shape(call))
     channels = _shape(call)[out_axis]
-    per_out_scale = xq.scale * np.broadcast_to(np.asarray(w_scale, np.float64).reshape(-1), (channels,))
+    # float32 arithmetic, as ONNX Runtime computes its requantization scales
+    per_out_scale = np.float32(xq.scale) * np.broadcast_to(np.asarray(w_scale, np.float32).reshape(-1), (channels,))
     acc_bias = -xq.zero * codes.astype(np.int64).sum(axis=tuple(i for i in range(codes.ndim) if i != w_axis))
     if bias is not None:
         acc_bias = acc_bias + np.round(bias / per_out_scale).astype(np.int64)
@@ -123,7 +124,7 @@ def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bia
         acc = relax.op.matmul(xq.expr, relax.const(codes), out_dtype="int32")
     if np.any(acc_bias):
         acc = relax.op.add(acc, relax.const(_along(acc_bias, ndim, out_axis).astype(np.int32)))
-    rq = Requant(per_out_scale / out.scale, out.zero, out.lo, out.hi, out.dtype, integer_only)
+    rq = Requant(per_out_scale / np.float32(out.scale), out.zero, out.lo, out.hi, out.dtype, integer_only)
     return requantize(acc, rq, ndim, out_axis)
 
 
