@@ -5,13 +5,14 @@ import os
 import platform
 from typing import Callable, Mapping, Sequence
 
+from passes.quantize.qdq_to_integer import has_qdq
 from targets import TargetSpec, get_target
 
 from .artifact import Artifact, Manifest
 from .build import build
 from .config import QuantConfig
 from .frontend import ModelLike, import_onnx
-from .pipeline import Recipe, run_passes
+from .pipeline import PassSpec, Recipe, run_passes
 from .report import compression_summary
 from .runtime import Module
 
@@ -56,6 +57,8 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     if recipe is not None and not isinstance(recipe, Recipe):
         recipe = Recipe.from_toml(recipe)
     passes = Recipe.cleanups() + (recipe or Recipe())
+    if has_qdq(program.mod):  # QAT / ORT-quantized model: its Q/DQ pairs become integer compute first
+        passes = Recipe([PassSpec("qdq_to_integer")]) + passes
     if quantize is not None:
         passes = passes + quantize.recipe(progress=log is not None)
     program = run_passes(program, passes, dump_ir=dump_ir, log=log)

@@ -24,6 +24,8 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
+from compiler.ir import bindings, op_name
+
 from ..registry import register_pass
 from .realize import SHAPE_OPS, Activation, QOutput, QTensor, integer_layer, integer_mean, integer_merge
 from .schemes import QuantSpec
@@ -105,7 +107,6 @@ def _patterns(records: list, integer_only: bool):
             return expr
         return integer_merge(qs, output, lambda t: relax.op.add(t[0], t[1]), len(expr.ty.shape), integer_only)
 
-    src = deq(wildcard())
     unary = wildcard()
     unary_out = is_op("relax.quantize")(unary, is_const(), is_const())
 
@@ -125,7 +126,6 @@ def _patterns(records: list, integer_only: bool):
             return relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args)
         return expr
 
-    del src
     return [(out, layer_rewrite), (add_out, add_rewrite), (unary_out, unary_rewrite)]
 
 
@@ -160,4 +160,4 @@ def qdq_to_integer(integer_only: bool = False) -> tvm.transform.Pass:
 
 def has_qdq(mod: tvm.IRModule) -> bool:
     """Whether ``main`` dequantizes anything (a QDQ model)."""
-    return "R.dequantize(" in mod["main"].script()
+    return any(op_name(b.value) == "relax.dequantize" for b in bindings(mod["main"]))
