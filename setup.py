@@ -19,6 +19,7 @@ setup(
         "xgboost-cpu",
         "tqdm",
         "pillow",
+        "matplotlib",
     ],
     extras_require={"torch": ["torch==2.13.0"], "test": ["pytest"]},
     entry_points={"console_scripts": ["squeeze=compiler.cli:main"]},

@@ -150,7 +150,27 @@ def cmd_inspect(args) -> None:
 
         program = run_passes(import_onnx(path, dict(args.input_shape or [])), Recipe.cleanups())
         rows = layer_table(program.mod)
+        if args.sensitivity:
+            print(format_table(rows, LAYER_COLUMNS))
+            return _sensitivity(program, args)
     print(format_table(rows, LAYER_COLUMNS))
+
+
+def _sensitivity(program, args) -> None:
+    from passes.quantize.mixed import plot_sensitivity, sensitivity
+
+    from .report import format_table
+
+    if not args.calib:
+        raise SqueezeError("--sensitivity needs calibration data: add --calib data.npz")
+    scheme = args.quantize or "int8"
+    results = sensitivity(program, args.calib, scheme, args.observer)
+    rows = [{"layer": r.name, "op": r.op, "sqnr_db": round(r.sqnr_db, 2)} for r in results]
+    print(f"\nsensitivity ({scheme}, {args.observer}): output SQNR with only that layer quantized")
+    print(format_table(sorted(rows, key=lambda r: r["sqnr_db"]), ["layer", "op", "sqnr_db"], totals=False))
+    if args.plot:
+        plot_sensitivity(results, args.plot, f"{Path(args.path).name}: per-layer {scheme} sensitivity")
+        _log(f"wrote {args.plot}")
 
 
 def cmd_targets(_args) -> None:
@@ -213,6 +233,11 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="per-layer table of an ONNX model or an artifact")
     i.add_argument("path", help="model.onnx or artifact.tar")
     i.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME:1x3x224x224")
+    i.add_argument("--sensitivity", action="store_true", help="per-layer quantization sensitivity (needs --calib)")
+    i.add_argument("--calib", help="calibration data (.npz) for --sensitivity")
+    i.add_argument("--quantize", metavar="SCHEME", help="scheme for --sensitivity (default int8)")
+    i.add_argument("--observer", default="minmax", help="observer for --sensitivity")
+    i.add_argument("--plot", help="write the sensitivity bar chart to this PNG")
     i.set_defaults(func=cmd_inspect)
 
     sub.add_parser("targets", help="list targets and what each accelerates").set_defaults(func=cmd_targets)

@@ -90,15 +90,31 @@ def quantize(
     @user_errors
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         func = mod["main"]
-        observers, means = calibrate_module(mod, _input_specs(func), calibration, observer, progress)
-        acts = scheme.activations
-        ranges = {v: obs.range(acts.symmetric, acts.bits, acts.unsigned) for v, obs in observers.items()}
-        names = list(func.attrs["squeeze.layer_names"]) if "squeeze.layer_names" in func.attrs else []
-        keep = layer_filter(skip, skip_ops, keep_first_last, len(layer_calls(func)), names)
-        new, records = realize_function(func, scheme, ranges, keep, means if bias_correction else None)
-        new = new.with_attr("squeeze.quantized", json.dumps({"scheme": scheme.name, "observer": observer,
-                                                              "layers": records}))
-        out = tvm.IRModule({"main": new})
-        return relax.transform.DeadCodeElimination(["main"])(relax.transform.CanonicalizeBindings()(out))
+        ranges, means = calibrated_ranges(mod, scheme, calibration, observer, progress)
+        keep = layer_filter(skip, skip_ops, keep_first_last, len(layer_calls(func)), layer_names(func))
+        return realize_module(mod, scheme, ranges, keep, means if bias_correction else None, observer)
 
     return transform
+
+
+def layer_names(func: relax.Function) -> list[str]:
+    """ONNX names of ``func``'s conv/matmul layers, in order (empty if unknown)."""
+    return list(func.attrs["squeeze.layer_names"]) if func.attrs and "squeeze.layer_names" in func.attrs else []
+
+
+def calibrated_ranges(mod: tvm.IRModule, scheme: Scheme, calibration: CalibrationSource, observer: str,
+                      progress: bool) -> tuple[dict, dict]:
+    """Calibrated activation ranges for ``scheme`` and per-channel means, keyed by ``main``'s vars."""
+    observers, means = calibrate_module(mod, _input_specs(mod["main"]), calibration, observer, progress)
+    acts = scheme.activations
+    return {v: obs.range(acts.symmetric, acts.bits, acts.unsigned) for v, obs in observers.items()}, means
+
+
+def realize_module(mod: tvm.IRModule, scheme: Scheme, ranges: dict, keep, means: dict | None,
+                   observer: str) -> tvm.IRModule:
+    """``mod`` with ``main`` realized in the integer IR, decisions in ``squeeze.quantized``."""
+    new, records = realize_function(mod["main"], scheme, ranges, keep, means)
+    new = new.with_attr("squeeze.quantized", json.dumps({"scheme": scheme.name, "observer": observer,
+                                                          "layers": records}))
+    out = tvm.IRModule({"main": new})
+    return relax.transform.DeadCodeElimination(["main"])(relax.transform.CanonicalizeBindings()(out))
