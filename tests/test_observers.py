@@ -204,3 +204,12 @@ def test_histogram_observers_are_fast():
     start = time.perf_counter()
     observer.range(True, 8, False)
     assert time.perf_counter() - start < 0.5      # about 0.01 s
+
+
+def test_entropy_ignores_the_zero_spike_of_relu_outputs():
+    rng = np.random.default_rng(3)
+    x = np.maximum(rng.standard_normal((64, 16, 14, 14)).astype(np.float32), 0)  # half exact zeros
+    obs = make_observer("entropy")
+    obs.update(x)
+    lo, hi = obs.range(False, 8, True)
+    assert lo == 0.0 and 0.5 * x.max() < hi <= x.max()

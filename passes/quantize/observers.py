@@ -258,10 +258,12 @@ class _HistogramObserver(Observer):
         self.bins = bins
         self._hist = _Histogram(bins * _OVERSAMPLE)
         self._lo, self._hi = np.inf, -np.inf
+        self._exact_zeros = 0
 
     def _observe(self, x: np.ndarray, lo: float, hi: float) -> None:
         self._lo, self._hi = min(self._lo, lo), max(self._hi, hi)
         self._hist.add(x, max(abs(lo), abs(hi)))
+        self._exact_zeros += int(np.count_nonzero(x == 0))
 
 
 class _SearchObserver(_HistogramObserver):
@@ -391,7 +393,12 @@ class EntropyObserver(_SearchObserver):
         Bins of the histogram searched.
     """
 
-    def _threshold(self, counts: np.ndarray, amax: float, levels: int) -> float:
+    def _threshold(self, counts: np.ndarray, amax: float, levels: int, with_zeros: bool = True) -> float:
+        # Exact zeros (half of every ReLU output) sit on the grid whatever the threshold, so
+        # they carry no information about it; left in, their spike drags the threshold down.
+        if with_zeros:
+            counts = counts.copy()
+            counts[0] = max(counts[0] - self._exact_zeros, 0.0)
         return amax * _best_size(counts, 0.0, levels) / counts.size
 
     def _asymmetric_range(self, bits: int) -> tuple[float, float]:
@@ -403,7 +410,7 @@ class EntropyObserver(_SearchObserver):
         if extent <= 0.0:
             return 0.0
         counts = self._hist.magnitude(extent, self.bins, positive=positive, negative=not positive)
-        return self._threshold(counts, extent, levels)
+        return self._threshold(counts, extent, levels, with_zeros=positive)  # zeros count as positive
 
 
 def _cube(x: np.ndarray) -> np.ndarray:

@@ -58,6 +58,14 @@ class Activation:
     lo: float = -np.inf
     hi: object = np.inf  # float, or per-channel np.ndarray
 
+    def apply_float(self, x: relax.Expr, ndim: int, axis: int) -> relax.Expr:
+        """The activation on a float tensor."""
+        hi = np.asarray(self.hi, dtype=np.float32)
+        if np.isinf(self.lo) and np.all(np.isinf(hi)):
+            return x
+        x = relax.op.clip(x, float(self.lo), float(hi.max()))
+        return relax.op.minimum(x, relax.const(_along(hi, ndim, axis))) if hi.size > 1 else x
+
     def codes(self, scale: float, zero: int, spec: QuantSpec) -> tuple[int, object]:
         """Integer clip bounds for an output with ``scale``/``zero``."""
         lo = spec.qmin if np.isinf(self.lo) else max(spec.qmin, int(np.round(self.lo / scale)) + zero)
@@ -94,11 +102,12 @@ def _along(values, ndim: int, axis: int) -> np.ndarray:
 
 
 def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bias: np.ndarray | None,
-                  out: QOutput, integer_only: bool) -> relax.Expr:
+                  out: QOutput | Activation, integer_only: bool) -> relax.Expr:
     """The integer form of a conv2d (NCHW/OIHW) or matmul (weights [K, N]) call.
 
     ``codes``/``w_scale``: symmetric int8 weights and their per-output-channel (or single) scale;
-    ``bias``: float bias or None; ``out``: the output codes.
+    ``bias``: float bias or None; ``out``: the output codes, or (for a model output) the
+    activation to apply to the exact float result ``acc · s_x s_w``.
     Asymmetric inputs are padded with their zero point and their zero point is folded into the
     int32 bias: ``b' = round(b / (s_x s_w)) - z_x · Σ w_q``.
     """
@@ -124,6 +133,9 @@ def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bia
         acc = relax.op.matmul(xq.expr, relax.const(codes), out_dtype="int32")
     if np.any(acc_bias):
         acc = relax.op.add(acc, relax.const(_along(acc_bias, ndim, out_axis).astype(np.int32)))
+    if isinstance(out, Activation):
+        real = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(_along(per_out_scale, ndim, out_axis)))
+        return out.apply_float(real, ndim, out_axis)
     rq = Requant(per_out_scale / np.float32(out.scale), out.zero, out.lo, out.hi, out.dtype, integer_only)
     return requantize(acc, rq, ndim, out_axis)
 
@@ -202,6 +214,10 @@ class _Walk:
         scale, zero = (float(a) for a in spec.qparams(*self.ranges[v]))
         return (scale, int(zero), *act.codes(scale, int(zero), spec))
 
+    def is_output(self, var: relax.Var) -> bool:
+        """Whether ``var`` is only used as a model output."""
+        return var in self.uses and self.uses[var] == 1 and self.consumer.get(var, 0) is None
+
     # ---- fusion ---------------------------------------------------------------------------------
     def activation_after(self, var: relax.Var) -> Activation:
         """The relu/clip (+ per-channel minimum) that alone consumes ``var``, if any."""
@@ -243,7 +259,7 @@ class _Walk:
         act = self.activation_after(chain[-1])
         chain += act.vars
         xq = self.as_quant(x, spec)
-        if xq is None or chain[-1] not in self.ranges:
+        if xq is None or (chain[-1] not in self.ranges and not self.is_output(chain[-1])):
             return False
         w_scale, _ = self.scheme.weight_qparams(weight, w_axis)
         codes = self.scheme.weights.quantize(weight, _along(w_scale, weight.ndim, w_axis), 0).astype("int8")
@@ -252,10 +268,14 @@ class _Walk:
             error = codes * _along(w_scale, weight.ndim, w_axis) - weight
             bias = (np.zeros(channels) if bias is None else bias) - _weight_error_shift(error, self.means[x], w_axis,
                                                                                         groups)
-        scale, zero, lo, hi = self.output_params(chain[-1], spec, act)
-        out = QOutput(scale, zero, lo, hi, spec.dtype)
-        self.set_quant(chain[-1], integer_layer(call, xq, codes, w_scale, bias, out, self.scheme.integer_only),
-                       scale, zero, spec)
+        if self.is_output(chain[-1]):  # keep the exact int32 result: no 8-bit clip of model outputs
+            self.env[chain[-1]] = self.bb.emit(integer_layer(call, xq, codes, w_scale, bias, act,
+                                                             self.scheme.integer_only))
+        else:
+            scale, zero, lo, hi = self.output_params(chain[-1], spec, act)
+            out = QOutput(scale, zero, lo, hi, spec.dtype)
+            self.set_quant(chain[-1], integer_layer(call, xq, codes, w_scale, bias, out, self.scheme.integer_only),
+                           scale, zero, spec)
         self.consumed.update(chain)
         return True
 
