@@ -181,6 +181,8 @@ class _Walk:
     def as_float(self, v: relax.Expr) -> relax.Expr:
         if isinstance(v, relax.Tuple):
             return relax.Tuple([self.as_float(f) for f in v.fields])
+        if isinstance(v, relax.TupleGetItem):
+            return relax.TupleGetItem(self.as_float(v.tuple_value), v.index)
         if not isinstance(v, relax.Var):
             return v
         if v not in self.env:
@@ -238,9 +240,10 @@ class _Walk:
 
     def bias_after(self, var: relax.Var, channels: int) -> tuple[relax.Var | None, np.ndarray | None]:
         binding = single_consumer(var, self.uses, self.consumer, ("relax.add",))
-        if binding is None or not binding.value.args[0].same_as(var):
+        if binding is None:
             return None, None
-        bias = _const_array(binding.value.args[1])
+        lhs, rhs = binding.value.args
+        bias = _const_array(rhs if lhs.same_as(var) else lhs)
         return (binding.var, bias.reshape(-1)) if bias is not None and bias.size == channels else (None, None)
 
     # ---- handlers ---------------------------------------------------------------------------------
@@ -326,6 +329,10 @@ class _Walk:
         elif op == "relax.mean":
             out = QOutput(q.scale, q.zero, q.spec.qmin, q.spec.qmax, q.spec.dtype)
             expr = integer_mean(q, call, out, self.scheme.integer_only)
+        elif op == "relax.nn.avg_pool2d":  # average of codes = code of the average (same scale)
+            centred = relax.op.subtract(relax.op.astype(q.expr, "float32"), relax.const(np.float32(q.zero)))
+            pooled = relax.Call(call.op, [centred], call.attrs, call.ty_args)
+            expr = finish(pooled, q.zero, q.spec.qmin, q.spec.qmax, q.spec.dtype, integer_only=False)
         else:
             return False
         self.set_quant(binding.var, expr, q.scale, q.zero, q.spec)
