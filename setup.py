@@ -20,6 +20,7 @@ setup(
         "tqdm",
         "pillow",
         "matplotlib",
+        "scikit-image",
     ],
     extras_require={"torch": ["torch==2.13.0"], "test": ["pytest"]},
     entry_points={"console_scripts": ["squeeze=compiler.cli:main"]},

@@ -5,14 +5,16 @@ import os
 import platform
 from typing import Callable, Mapping, Sequence
 
+from passes.prune import PruneConfig, prune_program
 from passes.quantize.qdq_to_integer import has_qdq
 from targets import TargetSpec, get_target
 
 from .artifact import Artifact, Manifest
-from .build import build
+from .build import compile_lowered, lower
 from .config import QuantConfig
 from .frontend import ModelLike, import_onnx
 from .pipeline import PassSpec, Recipe, run_passes
+from .profile import kernel_table
 from .report import compression_summary
 from .runtime import Module
 
@@ -24,6 +26,7 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     recipe: Recipe | str | os.PathLike | None = None,
     quantize: QuantConfig | None = None,
+    prune: PruneConfig | None = None,
     tune_trials: int = 0,
     tuning_db: str | os.PathLike | None = None,
     dump_ir: str | os.PathLike | None = None,
@@ -43,6 +46,8 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         Passes run after the default clean-ups.
     quantize : QuantConfig, optional
         Post-training quantization into the integer IR (after the recipe's passes).
+    prune : PruneConfig, optional
+        Structured pruning or sparsity, applied first (default: a recipe file's ``[prune]`` table).
     tune_trials : int
         MetaSchedule trials (0: default schedules only, or records already in ``tuning_db``).
     tuning_db : path, optional
@@ -54,9 +59,14 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     """
     spec = get_target(target)
     program = import_onnx(model, input_shapes)
+    if prune is None and recipe is not None and not isinstance(recipe, Recipe):
+        prune = PruneConfig.from_toml(recipe)
     if recipe is not None and not isinstance(recipe, Recipe):
         recipe = Recipe.from_toml(recipe)
-    passes = Recipe.cleanups() + (recipe or Recipe())
+    prune_passes = Recipe()
+    if prune is not None:
+        program, prune_passes = prune_program(model, prune, input_shapes, log)
+    passes = Recipe.cleanups() + prune_passes + (recipe or Recipe())
     if has_qdq(program.mod):  # QAT / ORT-quantized model: its Q/DQ pairs become integer compute first
         passes = Recipe([PassSpec("qdq_to_integer")]) + passes
     if quantize is not None:
@@ -69,7 +79,9 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         if tuning_db is None:
             raise ValueError("tune_trials needs tuning_db: the directory where records are kept")
         tune(program, spec, tuning_db, tune_trials, progress=log is not None)
-    executable = build(program, spec, tuning_db)
+    lowered = lower(program, spec, tuning_db)
+    program.summary["kernels"] = kernel_table(lowered)
+    executable = compile_lowered(lowered, spec)
     manifest = Manifest(
         inputs=program.inputs,
         outputs=program.outputs,

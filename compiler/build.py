@@ -5,49 +5,122 @@ import os
 
 import tvm
 from tvm import relax
+from tvm.relax.dpl import is_call_tir, is_op, rewrite_call, wildcard
 
 from targets import TargetSpec
 
 from .program import Program
+from .verify import check_tuned
 
 
-def graph_lowering(conv_layout: tuple[str, str]) -> tvm.transform.Pass:
-    """Relax → fused TIR PrimFuncs, weights folded (layout transforms of constants included)."""
+def clamp_as_min_max() -> tvm.transform.Pass:
+    """Rewrite clamps against scalars as ``R.minimum(R.maximum(x, lo), hi)``.
+
+    ConvertLayout has no layout rule for ``R.clip`` and cannot look into the ``call_tir``
+    kernels that TVM's ONNX importer emits for ``Clip``: either one would keep the clamp in
+    NCHW between two transposes and outside the conv's fused epilogue. ``R.maximum`` and
+    ``R.minimum`` with a scalar follow any layout.
+    """
+    x, bound = wildcard(), wildcard()
+    clip = is_op("relax.clip")(x, wildcard(), wildcard())
+    call_tir = is_call_tir("maximum", [x, bound]) | is_call_tir("minimum", [x, bound])
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        if clip in matches:
+            dtype = matches[x].ty.dtype
+            out = matches[x]
+            low, high = (float(arg.value) for arg in expr.args[1:])
+            if low != float("-inf"):
+                out = relax.op.maximum(out, relax.const(low, dtype))
+            if high != float("inf"):
+                out = relax.op.minimum(out, relax.const(high, dtype))
+            return out
+        if matches[bound].ty.ndim != 0:
+            return expr
+        op = relax.op.maximum if "maximum" in expr.args[0].name_hint else relax.op.minimum
+        return op(matches[x], matches[bound])
+
+    @relax.transform.function_pass(opt_level=0, name="squeeze.clamp_as_min_max")
+    def transform(func: relax.Function, _mod: tvm.IRModule, _ctx) -> relax.Function:
+        return rewrite_call(clip | call_tir, rewriter, func)
+
+    return transform
+
+
+def graph_lowering(conv_layout: tuple[str, str], legalize: tvm.transform.Pass | None = None) -> tvm.transform.Pass:
+    """Relax → fused TIR PrimFuncs, weights folded (layout transforms of constants included).
+
+    ``legalize`` (a target's own kernels, see ``TargetSpec.legalize``) runs on the converted
+    layout with folded weights, before TVM's generic legalization.
+
+    PrimFunc parameters bound to weights are listed in their ``layout_free_buffers``
+    attribute, so schedules (default or tuned) may re-lay them out (see :func:`lower`).
+    """
     data_layout, kernel_layout = conv_layout
     return tvm.transform.Sequential(
         [
+            clamp_as_min_max(),
+            relax.transform.FoldConstant(),
             relax.transform.ConvertLayout({"relax.nn.conv2d": [data_layout, kernel_layout]}),
+            *([relax.transform.FoldConstant(), legalize] if legalize is not None else []),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
+            relax.transform.FastMathTransform(),
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
             relax.transform.FuseTIR(),
             relax.transform.DeadCodeElimination(),
+            relax.transform.AttachAttrLayoutFreeBuffers(),
         ],
         name="squeeze.graph_lowering",
+    )
+
+
+def fused_module(program: Program, spec: TargetSpec) -> tvm.IRModule:
+    """The unscheduled module of fused PrimFuncs: what tuning tasks are extracted from."""
+    with spec.target:
+        legalize = spec.legalize(spec.target) if spec.legalize is not None else None
+        return graph_lowering(spec.conv_layout, legalize)(program.bind_params().mod)
+
+
+def prepack_weights() -> tvm.transform.Pass:
+    """Run the weight re-layouts that schedules mark ``meta_schedule.layout_rewrite_preproc``
+    once, at compile time: split them out of the kernels, then fold them into constants."""
+    return tvm.transform.Sequential(
+        [
+            relax.transform.SplitLayoutRewritePreproc(),
+            relax.transform.FoldConstant(),
+            relax.transform.DeadCodeElimination(),
+        ],
+        name="squeeze.prepack_weights",
     )
 
 
 def lower(program: Program, spec: TargetSpec, database: str | os.PathLike | None = None) -> tvm.IRModule:
     """Lower a Program to a module of scheduled PrimFuncs for ``spec``.
 
-    Tuned schedules from ``database`` (a MetaSchedule work dir) take precedence;
-    the remaining PrimFuncs get the target's default schedules.
+    Tuned schedules from ``database`` (a MetaSchedule work dir) take precedence once checked
+    numerically (:func:`compiler.verify.check_tuned`); the remaining PrimFuncs get the
+    target's default schedules.
     """
-    mod = program.bind_params().mod
+    mod = fused_module(program, spec)
     target = spec.target
     with target:
-        mod = graph_lowering(spec.conv_layout)(mod)
         if database is not None:
-            mod = relax.transform.MetaScheduleApplyDatabase(os.fspath(database))(mod)
+            tuned = relax.transform.MetaScheduleApplyDatabase(os.fspath(database))(mod)
+            mod = check_tuned(mod, tuned, target, getattr(spec.schedule, "schedule_primfunc", None), database)
         if spec.schedule is not None:
             mod = spec.schedule(target)(mod)
-    return mod
+        return prepack_weights()(mod)
 
 
 def build(program: Program, spec: TargetSpec, database: str | os.PathLike | None = None) -> tvm.runtime.Executable:
     """Compile a Program for a target; returns a Relax VM executable."""
-    mod = lower(program, spec, database)
+    return compile_lowered(lower(program, spec, database), spec)
+
+
+def compile_lowered(mod: tvm.IRModule, spec: TargetSpec) -> tvm.runtime.Executable:
+    """Compile the output of :func:`lower` into a Relax VM executable."""
     return tvm.compile(mod, spec.target, relax_pipeline=relax.pipeline.default_build_pipeline())

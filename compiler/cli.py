@@ -75,6 +75,7 @@ def _quant_config(args):
 
 def cmd_compile(args) -> None:
     import compiler
+    from passes.prune import cli as prune_cli
 
     from .atomic import check_writable
 
@@ -85,6 +86,7 @@ def cmd_compile(args) -> None:
         input_shapes=dict(args.input_shape or []),
         recipe=args.recipe,
         quantize=_quant_config(args),
+        prune=prune_cli.compile_config(args),
         tune_trials=args.tune_trials,
         tuning_db=args.tuning_db,
         dump_ir=args.dump_ir,
@@ -130,6 +132,8 @@ def cmd_tune(args) -> None:
 
 
 def cmd_inspect(args) -> None:
+    from passes.prune.cli import annotate, weight_sparsity
+
     from .report import format_table
 
     path = Path(args.path)
@@ -143,6 +147,10 @@ def cmd_inspect(args) -> None:
             for s in specs:
                 print(f"  {kind} {s.name}: {'x'.join(map(str, s.shape))} {s.dtype}")
         rows = manifest.summary.get("layers", [])
+        columns = LAYER_COLUMNS + annotate(rows, manifest.summary.get("prune"))
+        if args.profile:
+            print(format_table(rows, columns))
+            return _profile(path, args)
     else:
         from .frontend import import_onnx
         from .pipeline import Recipe, run_passes
@@ -150,10 +158,29 @@ def cmd_inspect(args) -> None:
 
         program = run_passes(import_onnx(path, dict(args.input_shape or [])), Recipe.cleanups())
         rows = layer_table(program.mod)
+        columns = LAYER_COLUMNS + annotate(rows, weight_sparsity(path, dict(args.input_shape or [])))
         if args.sensitivity:
             print(format_table(rows, LAYER_COLUMNS))
             return _sensitivity(program, args)
-    print(format_table(rows, LAYER_COLUMNS))
+    print(format_table(rows, columns))
+
+
+def _profile(path: Path, args) -> None:
+    """Per-kernel table of one run of an artifact: schedule used, measured time, GOP/s."""
+    import compiler
+
+    from .report import format_table
+
+    module = compiler.load(path)
+    inputs = _load_npz(args.inputs, module.input_names) if args.inputs else None
+    rows = module.profile(inputs)
+    for r in rows:
+        r["kernel"] = r["kernel"] if len(r["kernel"]) <= 60 else r["kernel"][:57] + "..."
+    total_us = sum(r["us"] for r in rows)
+    ops = sum(r["gops"] * r["us"] * 1e3 for r in rows if r["gops"])
+    print(f"\nkernels of one run ({'random' if inputs is None else args.inputs} inputs): {total_us / 1e3:.3f} ms, "
+          f"{ops / total_us / 1e3:.0f} GOP/s overall")
+    print(format_table(rows, ["kernel", "schedule", "us", "gops", "share"], totals=False))
 
 
 def _sensitivity(program, args) -> None:
@@ -213,7 +240,11 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--keep-first-last", action="store_true", help="keep the first and last layers float")
     q.add_argument("--equalize", action="store_true", help="cross-layer equalization before quantizing")
     q.add_argument("--bias-correction", action="store_true", help="correct the quantization bias shift")
+    from passes.prune import cli as prune_cli
+
+    prune_cli.add_compile_arguments(c)
     c.set_defaults(func=cmd_compile)
+    prune_cli.add_command(sub, model_args)
 
     r = sub.add_parser("run", help="run an artifact on inputs from an .npz file")
     r.add_argument("artifact")
@@ -238,6 +269,9 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--quantize", metavar="SCHEME", help="scheme for --sensitivity (default int8)")
     i.add_argument("--observer", default="minmax", help="observer for --sensitivity")
     i.add_argument("--plot", help="write the sensitivity bar chart to this PNG")
+    i.add_argument("--profile", action="store_true",
+                   help="artifact: run it once and time each kernel (schedule used, us, GOP/s)")
+    i.add_argument("--inputs", help="inputs (.npz) for --profile (default: random)")
     i.set_defaults(func=cmd_inspect)
 
     sub.add_parser("targets", help="list targets and what each accelerates").set_defaults(func=cmd_targets)

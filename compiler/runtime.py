@@ -118,6 +118,15 @@ class Module:
         }
 
 
+    def profile(self, inputs: Mapping[str, np.ndarray] | None = None) -> list[dict]:
+        """Per-kernel times of one run (see :func:`compiler.profile.profile`), in call order."""
+        from .profile import profile
+
+        if inputs is None:
+            inputs = random_inputs(self.manifest)
+        return profile(self._vm, self._arguments(inputs), self.manifest.summary.get("kernels", {}))
+
+
 def random_inputs(manifest: Manifest, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs matching the manifest (normal floats, small integers)."""
     rng = np.random.default_rng(seed)

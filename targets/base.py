@@ -40,6 +40,13 @@ class TargetSpec:
         schedules to the fused PrimFuncs of a lowered module.
     conv_layout : tuple of str
         Data and kernel layout conv2d is converted to before lowering.
+    legalize : callable, optional
+        ``legalize(target) -> tvm.transform.Pass`` rewriting the ops the target has its own
+        kernels for (e.g. integer conv2d/matmul) into ``call_tir`` of them; runs after layout
+        conversion and constant folding, before TVM's generic legalization.
+    search_strategy : callable, optional
+        ``search_strategy(task_mod) -> SearchStrategy | None``: the MetaSchedule search
+        strategy for a tuning task built around the target's own kernels (None: default).
     """
 
     name: str
@@ -48,6 +55,8 @@ class TargetSpec:
     accelerates: tuple[OpSupport, ...] = ()
     schedule: Optional[Callable[[tvm.target.Target], tvm.transform.Pass]] = None
     conv_layout: tuple[str, str] = ("NHWC", "OHWI")
+    legalize: Optional[Callable[[tvm.target.Target], tvm.transform.Pass]] = None
+    search_strategy: Optional[Callable[[tvm.IRModule], object]] = None
     features: tuple[str, ...] = field(default_factory=tuple)
 
     @property

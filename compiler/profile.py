@@ -1,0 +1,103 @@
+"""Per-kernel profile of a compiled model: which kernel each fused layer runs, its time and GOP/s.
+
+At compile time :func:`kernel_table` records, for each scheduled PrimFunc, the schedule that
+produced it and the arithmetic it does; :func:`profile` then runs the model once through the
+Relax VM with an instrument that times every kernel call in place, on the real intermediate
+tensors, so each row's time is that kernel's own.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Sequence
+
+import tvm
+from tvm import relax, tirx
+from tvm.s_tir.stmt import SBlock
+
+from targets.x86.int8.kernels import KERNEL_ATTR as KIND_ATTR
+from targets.x86.int8.kernels import MACS_ATTR
+from targets.x86.schedules import RULE_ATTR
+
+
+def _blocks(stmt) -> list:
+    """Every SBlock under ``stmt`` (a small walker: TIR has no Python visitor here)."""
+    found, stack = [], [stmt]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, SBlock):
+            found.append(node)
+        for field in ("body", "block", "init", "then_case", "else_case"):
+            child = getattr(node, field, None)
+            if isinstance(child, (tirx.Stmt, SBlock)):
+                stack.append(child)
+        stack.extend(getattr(node, "seq", []))
+    return found
+
+
+def _contraction(func: tirx.PrimFunc) -> tuple[int, str]:
+    """Multiply-accumulates of ``func``'s main contraction and its integer-kernel kind ("" if none).
+
+    Integer kernels carry both as block annotations; otherwise the largest reduction
+    block's iteration space counts.
+    """
+    macs = 0
+    for block in _blocks(func.body):
+        if KIND_ATTR in block.annotations:
+            return int(block.annotations.get(MACS_ATTR, 0)), str(block.annotations[KIND_ATTR])
+        if any(iv.iter_type == tirx.IterVar.CommReduce for iv in block.iter_vars):
+            size = 1
+            for iv in block.iter_vars:
+                size *= int(iv.dom.extent)
+            macs = max(macs, size)
+    return macs, ""
+
+
+def kernel_table(mod: tvm.IRModule) -> dict[str, dict]:
+    """``{PrimFunc name: {"kernel": ..., "ops": 2·MACs}}`` for a lowered, scheduled module."""
+    table = {}
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        attrs = func.attrs or {}
+        rule = str(attrs[RULE_ATTR]) if RULE_ATTR in attrs else (
+            "tuned" if attrs.get("tirx.is_scheduled", False) else "unscheduled")  # tuned: from a database
+        macs, kind = _contraction(func)
+        if kind:
+            rule = f"int8 {kind}" + (" (tuned)" if rule == "tuned" else "")
+        table[gvar.name_hint] = {"kernel": rule, "ops": 2 * macs}
+    return table
+
+
+def profile(vm: relax.VirtualMachine, args: Sequence, kernels: dict[str, dict], number: int = 10,
+            repeat: int = 5) -> list[dict]:
+    """Time each kernel call of one ``main`` run; one row per call, in execution order.
+
+    Each call is re-run ``number`` times per sample on its actual arguments (kernels are pure:
+    they overwrite their outputs), and the median of ``repeat`` samples is kept.
+    """
+    rows: list[dict] = []
+
+    def instrument(func, symbol: str, before_run: bool, _ret, *call_args) -> int:
+        if before_run and symbol in kernels:
+            samples = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                for _ in range(number):
+                    func(*call_args)
+                samples.append((time.perf_counter() - start) / number)
+            secs = statistics.median(samples)
+            ops = kernels[symbol]["ops"]
+            rows.append({"kernel": symbol, "schedule": kernels[symbol]["kernel"], "us": round(secs * 1e6, 1),
+                         "gops": round(ops / secs / 1e9, 1) if ops else None})
+        return 0  # VMInstrumentReturnKind.NoOp
+
+    vm.set_instrument(tvm.runtime.convert(instrument))
+    try:
+        vm["main"](*args)
+    finally:
+        vm.set_instrument(tvm.runtime.convert(lambda *_: 0))
+    total = sum(r["us"] for r in rows) or 1.0
+    for r in rows:
+        r["share"] = f"{100 * r['us'] / total:.1f}%"
+    return rows

@@ -1,0 +1,121 @@
+"""Numerical check of tuned kernels: a record from a tuning database is used only if its
+kernel computes what the untuned one computes.
+
+``tensorize`` does not check that the operands it maps onto an instruction are contiguous,
+and MetaSchedule's postprocs rewrite layouts: a record can be fast and wrong (FACTS.md: 94%
+of outputs once). Each tuned PrimFunc is built alone and run on random inputs next to its
+default schedule (or, without one, the unscheduled function); integer outputs must match
+exactly, float outputs to a relative 1e-3. Verdicts are cached in the database directory
+by structural hash, so a compile that reuses a database checks each record once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import tvm
+import tvm_ffi
+from tvm import s_tir, tirx
+from tvm.target.codegen import llvm_get_cpu_features
+
+log = logging.getLogger(__name__)
+CACHE = "squeeze_verified.json"
+FLOAT_RTOL = 1e-3
+
+Scheduler = Callable[[tirx.PrimFunc, tvm.target.Target], Optional[s_tir.Schedule]]
+
+
+def _random_args(func: tirx.PrimFunc, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for param in func.params:
+        buf = param if hasattr(param, "shape") else func.buffer_map[param]
+        shape, dtype = [int(d) for d in buf.shape], np.dtype(str(buf.dtype))
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            lo, hi = (max(info.min, -1000), min(info.max, 1000)) if dtype.itemsize > 1 else (info.min, info.max)
+            arrays.append(rng.integers(lo, hi, shape, endpoint=True).astype(dtype))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+    return arrays
+
+
+def _run(func: tirx.PrimFunc, target: tvm.target.Target, args: list[np.ndarray]) -> list[np.ndarray]:
+    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    lib = tvm.compile(mod, target).jit()
+    tensors = [tvm.runtime.tensor(a.copy()) for a in args]
+    lib["main"](*tensors)
+    return [t.numpy() for t in tensors]
+
+
+def same_results(tuned: tirx.PrimFunc, reference: tirx.PrimFunc, target: tvm.target.Target, seed: int = 0) -> bool:
+    """Whether two schedules of one PrimFunc give the same outputs on random inputs."""
+    args = _random_args(reference, seed)
+    for got, want in zip(_run(tuned, target, args), _run(reference, target, args)):
+        if np.issubdtype(want.dtype, np.floating):
+            scale = max(float(np.nanmax(np.abs(want))) if want.size else 0.0, 1e-6)
+            if not np.allclose(got, want, rtol=FLOAT_RTOL, atol=FLOAT_RTOL * scale, equal_nan=True):
+                return False
+        elif not np.array_equal(got, want):
+            return False
+    return True
+
+
+# CPU features that are instruction sets (LLVM's lists also hold tuning flags).
+ISA_PREFIXES = ("avx", "sse", "ssse", "fma", "f16c", "bmi", "amx", "gfni", "vaes", "vpclmul", "sha", "aes",
+                "popcnt", "lzcnt", "movbe", "adx", "neon", "sve", "dotprod", "i8mm")
+
+
+def runs_here(target: tvm.target.Target) -> bool:
+    """Whether code for ``target`` runs on this host: an LLVM CPU target for the host's
+    triple whose instruction-set features the host all has."""
+    from targets.x86.host import host_cpu
+
+    triple = str(target.attrs.get("mtriple") or "")
+    host_triple = str(tvm_ffi.get_global_func("tvm.codegen.llvm.GetDefaultTargetTriple")())
+    if target.kind.name != "llvm" or triple not in ("", host_triple):
+        return False
+    needed = {str(f) for f in llvm_get_cpu_features(target) if str(f).startswith(ISA_PREFIXES)}
+    return needed <= host_cpu()[1]
+
+
+def check_tuned(untuned: tvm.IRModule, tuned: tvm.IRModule, target: tvm.target.Target,
+                default: Scheduler | None, database: str | os.PathLike) -> tvm.IRModule:
+    """Put back untuned, in ``tuned``, every PrimFunc that disagrees with its untuned version.
+
+    Parameters
+    ----------
+    untuned, tuned : IRModule
+        The module before and after applying the database.
+    target : Target
+        What both are built for (this host: the check runs them).
+    default : callable, optional
+        ``default(func, target) -> Schedule | None``, the target's default schedule, used
+        as the reference (and faster than the unscheduled function).
+    database : path
+        The database directory, where verdicts are cached.
+    """
+    if not runs_here(target):
+        log.warning("tuned kernels for %s are not checked: this host cannot run them", target)
+        return tuned
+    cache_path = Path(database) / CACHE
+    verdicts = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    for gvar, func in tuned.functions_items():
+        before = untuned[gvar] if gvar in untuned.get_global_vars() else None
+        if not isinstance(func, tirx.PrimFunc) or before is None or func.same_as(before):
+            continue
+        key = "-".join(f"{tvm_ffi.structural_hash(x):x}" for x in (func, before, target))
+        if key not in verdicts:
+            sch = default(before, target) if default is not None else None
+            verdicts[key] = same_results(func, sch.mod["main"] if sch is not None else before, target)
+        if not verdicts[key]:
+            log.warning("tuned %s disagrees with its untuned version: record ignored", gvar.name_hint)
+            tuned.update_func(gvar, before)
+    tmp = cache_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(verdicts, indent=0))
+    os.replace(tmp, cache_path)
+    return tuned

@@ -1,0 +1,158 @@
+"""The pruning parts of the ``squeeze`` command: ``compile --prune``, ``prune`` and ``inspect`` columns."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from compiler.errors import SqueezeError
+
+from .config import PruneConfig
+
+PRUNE_COLUMNS = ["kept", "inputs", "sparsity"]
+
+
+def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    """``squeeze compile --prune SPEC`` (calibration comes from ``--calib``)."""
+    g = parser.add_argument_group("pruning")
+    g.add_argument("--prune", metavar="GRANULARITY:RATIO[,key=value]",
+                   help="e.g. filter:0.5, filter:0.5,criterion=fpgm,round_to=8, channel:sensitivity,macs=0.5, "
+                        "nm:2:4, block:0.8,block=1x16, element:0.7")
+
+
+def calibration(args: argparse.Namespace):
+    """``--calib`` as a calibration source: an .npz path or an image folder."""
+    if not getattr(args, "calib", None):
+        return None
+    if Path(args.calib).is_dir():
+        from compiler.config import ImageFolder
+
+        return ImageFolder(args.calib, mean=args.calib_mean, std=args.calib_std, grayscale=args.calib_gray)
+    return args.calib
+
+
+def compile_config(args: argparse.Namespace) -> PruneConfig | None:
+    """The PruneConfig of ``squeeze compile`` (None without ``--prune``)."""
+    return PruneConfig.parse(args.prune, calibration=calibration(args)) if args.prune else None
+
+
+def add_command(sub, model_args) -> None:
+    """Register ``squeeze prune``."""
+    p = sub.add_parser("prune", help="prune channels (or sparsify) and write the pruned ONNX model")
+    model_args(p)
+    p.add_argument("-o", "--output", required=True, help="pruned model path (.onnx)")
+    p.add_argument("--ratio", default="0.5",
+                   help="fraction removed in [0, 1), or 'sensitivity' for per-layer ratios meeting --macs")
+    p.add_argument("--granularity", default="filter", help="filter, channel, nm, block or element")
+    p.add_argument("--criterion", default="l1", help="l1, l2, fpgm, bn_scale, apoz, variance, reconstruction, random")
+    p.add_argument("--layer-ratio", action="append", default=[], metavar="PATTERN=RATIO",
+                   help="ratio for groups matching PATTERN (fnmatch on node or weight names); repeatable")
+    p.add_argument("--round-to", type=int, default=1, help="kept channel counts are multiples of this")
+    p.add_argument("--macs", type=float, default=0.5, help="MAC fraction to remove with --ratio sensitivity")
+    p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm")
+    p.add_argument("--block", default="1x16", help="block shape (rows x columns) for --granularity block")
+    p.add_argument("--calib", help="calibration data: .npz (one array per input) or a folder of images")
+    p.add_argument("--calib-mean", type=_floats, default=(0.0, 0.0, 0.0), help="image normalization mean")
+    p.add_argument("--calib-std", type=_floats, default=(1.0, 1.0, 1.0), help="image normalization std")
+    p.add_argument("--calib-gray", action="store_true", help="read calibration images as grayscale")
+    p.add_argument("--no-reconstruct", action="store_true", help="skip the least-squares re-fit")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_prune)
+
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from compiler.atomic import atomic_path, check_writable
+    from compiler.report import format_table
+
+    from .pruner import prune_model
+
+    check_writable(args.output)
+    ratio = args.ratio if args.ratio == "sensitivity" else _ratio(args.ratio)
+    if args.layer_ratio:
+        ratio = {**({"*": ratio} if not isinstance(ratio, str) and ratio > 0 else {}), **_layer_ratios(args.layer_ratio)}
+    text = f"{args.granularity}:{args.nm}" if args.granularity == "nm" else args.granularity
+    config = PruneConfig.parse(text, ratio=ratio, criterion=args.criterion, round_to=args.round_to,
+                               macs_target=args.macs, block=_block(args.block), calibration=calibration(args),
+                               reconstruct=False if args.no_reconstruct else None, seed=args.seed)
+    result = prune_model(args.model, config, dict(args.input_shape or []), log=_log)
+    import onnx
+
+    with atomic_path(args.output) as tmp:
+        onnx.save(result.onnx, tmp)
+    s = result.summary
+    if "groups" in s:
+        print(format_table(s["groups"], ["name", "kept", "size"], totals=False))
+        print(f"MACs {s['macs_before']:,} -> {s['macs_after']:,} ({s['macs_before'] / max(s['macs_after'], 1):.2f}x fewer)")
+        for b in s["barriers"]:
+            print(f"kept whole (no pruning rule): {b['node']} ({b['reason']})")
+    else:
+        rows = [{**r, "sparsity": f"{100 * r['sparsity']:.1f}%"} for r in s["layers"] if "sparsity" in r]
+        print(format_table(rows, ["name", "sparsity", "dense_bytes", "sparse_bytes"]))
+    _log(f"wrote {args.output}")
+
+
+def annotate(rows: list[dict], summary: dict | None) -> list[str]:
+    """Add pruning columns (kept output/input channels, weight sparsity) to layer-table rows
+    from a manifest's ``prune`` summary; returns the names of the columns added."""
+    if not summary:
+        return []
+    by_name = {r["name"]: r for r in summary.get("layers", [])}
+    shown = {row["name"] for row in rows}
+    if summary.get("granularity") == "block":  # layers now run by the BSR kernel (no conv/matmul row)
+        rows.extend({"name": name, "op": "bsr kernel"} for name, info in by_name.items()
+                    if name not in shown and "sparsity" in info)
+    for row in rows:
+        info = by_name.get(row["name"])
+        if info is None:
+            continue
+        if "out_channels" in info:
+            row["kept"] = "/".join(map(str, info["out_channels"]))
+            row["inputs"] = "/".join(map(str, info["in_channels"]))
+        if "sparsity" in info:
+            row["sparsity"] = f"{100 * info['sparsity']:.1f}%"
+    return [c for c in PRUNE_COLUMNS if any(c in row for row in rows)]
+
+
+def weight_sparsity(model, input_shapes: dict) -> dict:
+    """``{"layers": [{"name", "sparsity"}]}``: fraction of zero weights of each conv/matmul."""
+    from .pruner import analyze
+
+    _, program, graph, _ = analyze(model, input_shapes)
+    return {"layers": [{"name": layer.name, "sparsity": round(float((program.params[layer.weight] == 0).mean()), 4)}
+                       for layer in graph.layers]}
+
+
+def _ratio(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise SqueezeError(f"--ratio '{text}' is not a number: give a fraction in [0, 1) or 'sensitivity'") from None
+
+
+def _layer_ratios(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        pattern, sep, value = item.rpartition("=")
+        if not sep or not pattern:
+            raise SqueezeError(f"--layer-ratio '{item}' is not PATTERN=RATIO")
+        out[pattern] = _ratio(value)
+    return out
+
+
+def _block(text: str) -> tuple[int, int]:
+    try:
+        a, b = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SqueezeError(f"--block '{text}' is not ROWSxCOLUMNS, e.g. 1x16") from None
+    return a, b
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
+
+
+def _log(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,85 @@
+"""Which ONNX node produced each binding of an imported Program's ``main``.
+
+Pruning decides on the Relax IR and edits the ONNX model (then re-imports it), so both must
+agree on names: weights share their initializer names, and ops are matched here by tracing the
+same import that :func:`compiler.frontend.import_onnx` performs.
+"""
+from __future__ import annotations
+
+import copy
+
+import onnx
+from tvm import relax
+from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
+
+from compiler.frontend import ModelLike, load_onnx, split_weights_and_constants
+from compiler.program import Program
+
+
+def import_form(model: ModelLike) -> onnx.ModelProto:
+    """A private copy of ``model`` as the importer sees it (weights as initializers)."""
+    return split_weights_and_constants(copy.deepcopy(load_onnx(model)))
+
+
+def initializer_names(proto: onnx.ModelProto) -> dict[str, str]:
+    """Relax parameter name → ONNX initializer name (the importer drops an ``onnx::`` prefix)."""
+    return {t.name.removeprefix("onnx::"): t.name for t in proto.graph.initializer}
+
+
+class _TracingImporter(ONNXGraphImporter):
+    """The Relax ONNX importer, recording the expression each node converts to."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.converted: list[tuple[str, relax.Expr]] = []
+
+    def _convert_operator(self, op_name, inputs, attrs, opset):
+        sym = super()._convert_operator(op_name, inputs, attrs, opset)
+        self.converted.append((attrs["tvm_custom"]["name"], sym))
+        return sym
+
+
+def _op_names(func: relax.Function) -> list[str]:
+    return [str(getattr(getattr(b.value, "op", None), "name", type(b.value).__name__))
+            for blk in func.body.blocks for b in blk.bindings]
+
+
+def node_names(proto: onnx.ModelProto, program: Program) -> dict[int, str]:
+    """Binding position in ``program.mod["main"]`` → name of the ONNX node it belongs to.
+
+    A binding belongs to the node whose result it is or, for helper bindings a converter emits
+    (the conv2d under a Conv's bias add, a transposed Gemm weight), to the first node whose
+    result is computed from it. Returns an empty dict when the traced import does not line up
+    with ``program``.
+    """
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    importer = _TracingImporter({s.name: list(s.shape) for s in program.inputs},
+                                {s.name: s.dtype for s in program.inputs}, keep_params_in_input=True)
+    traced = relax.frontend.detach_params(importer.from_onnx(proto.graph, opset))[0]["main"]
+    if _op_names(traced) != _op_names(program.mod["main"]):
+        return {}
+    bindings = [b for blk in traced.body.blocks for b in blk.bindings]
+    position = {b.var: i for i, b in enumerate(bindings)}
+    results: list[tuple[str, list[int]]] = []
+    owner: dict[int, str] = {}
+    for name, sym in importer.converted:
+        exprs = sym.fields if isinstance(sym, relax.Tuple) else [sym]
+        hits = [i for i, b in enumerate(bindings)
+                if i not in owner and any(b.value.same_as(e) or b.var.same_as(e) for e in exprs)]
+        owner.update({i: name for i in hits})
+        results.append((name, hits))
+    for name, hits in results:  # helper bindings belong to the node whose result uses them
+        stack = list(hits)
+        while stack:
+            value = bindings[stack.pop()].value
+            args = [value.tuple_value] if isinstance(value, relax.TupleGetItem) else getattr(value, "args", [])
+            for arg in args:
+                for expr in (arg.fields if isinstance(arg, relax.Tuple) else [arg]):
+                    j = position.get(expr)
+                    if j is not None and j not in owner:
+                        owner[j] = name
+                        stack.append(j)
+    for i, b in enumerate(bindings):  # fields the importer unpacks from a tuple-valued op
+        if isinstance(b.value, relax.TupleGetItem) and position.get(b.value.tuple_value) in owner:
+            owner.setdefault(i, owner[position[b.value.tuple_value]])
+    return owner

@@ -1,0 +1,128 @@
+"""x86 integer dot-product tensor intrinsics: ``C[L] += A[G] (uint8) · B[L, G]`` per lane.
+
+Each intrinsic multiplies a group of ``G`` consecutive uint8 activations (broadcast to every
+lane) by ``L`` lanes × ``G`` weights and adds the ``G`` products into ``L`` int32 lanes:
+
+========== === === ====== ================================================================
+ISA         L   G  weight  instruction
+========== === === ====== ================================================================
+``vnni``    16  4  int8    ``vpdpbusd zmm`` (AVX512_VNNI)
+``avx512``  16  2  int16   ``vpmaddwd zmm`` (AVX-512BW), weights widened at compile time
+``avx2``    8   2  int16   ``vpmaddwd ymm`` (AVX2)
+========== === === ====== ================================================================
+
+The fallbacks widen weights to int16 (a compile-time re-layout) rather than using
+``vpmaddubsw``: that instruction saturates pairs of products to int16
+(255·127·2 > 32767), which would break bit-exactness with the integer reference.
+
+TVM's stock ``dot_16x4_vnni`` passes ``<16 x i32>`` operands to ``llvm.x86.avx512.vpdpbusd.512``,
+which the bundled LLVM 22 rejects (it wants ``<64 x i8>``). :func:`fix_stock_vnni` re-registers
+that name with the correct implementation for MetaSchedule's VNNI rules; it imports
+``tvm.s_tir.tensor_intrin`` (~15 s), so only tuning calls it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+
+@dataclass(frozen=True)
+class DotISA:
+    """One integer dot-product instruction as the kernels use it.
+
+    Attributes
+    ----------
+    name : str
+        ``vnni``, ``avx512`` or ``avx2``.
+    lanes : int
+        int32 accumulator lanes per instruction (output channels per vector).
+    group : int
+        Reduction elements summed per lane and instruction (input channels per step).
+    weight_dtype : str
+        Dtype weights are packed in.
+    intrin : str
+        Registered tensor-intrinsic name.
+    """
+
+    name: str
+    lanes: int
+    group: int
+    weight_dtype: str
+    intrin: str
+
+
+def _desc(lanes: int, group: int, wdtype: str):
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (group,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (lanes, group), wdtype, offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, group):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _vnni_impl():
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="uint8x64"),
+                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+    return impl
+
+
+def _pmaddwd_impl(lanes: int, llvm_name: str):
+    acc, half = f"int32x{lanes}", f"int16x{2 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (2,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (lanes, 2), "int16", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:2], B[0:lanes, 0:2])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=acc) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name),
+                T.reinterpret(T.broadcast(T.reinterpret(T.Cast("int16x2", A.vload([0], "uint8x2")), dtype="int32"),
+                                          lanes), dtype=half),
+                B.vload([0, 0], dtype=half), dtype=acc)
+
+    return impl
+
+
+VNNI = DotISA("vnni", 16, 4, "int8", "squeeze_dot_16x4_vnni")
+AVX512 = DotISA("avx512", 16, 2, "int16", "squeeze_dot_16x2_avx512")
+AVX2 = DotISA("avx2", 8, 2, "int16", "squeeze_dot_8x2_avx2")
+ISAS = {isa.name: isa for isa in (VNNI, AVX512, AVX2)}
+
+TensorIntrin.register(VNNI.intrin, _desc(16, 4, "int8"), _vnni_impl(), override=True)
+TensorIntrin.register(AVX512.intrin, _desc(16, 2, "int16"), _pmaddwd_impl(16, "llvm.x86.avx512.pmaddw.d.512"),
+                      override=True)
+TensorIntrin.register(AVX2.intrin, _desc(8, 2, "int16"), _pmaddwd_impl(8, "llvm.x86.avx2.pmadd.wd"), override=True)
+
+
+@cache
+def fix_stock_vnni() -> None:
+    """Make TVM's own ``dot_16x4_vnni`` (used by MetaSchedule's x86 VNNI rules) compile on LLVM 22."""
+    import tvm.s_tir.tensor_intrin.x86 as stock
+
+    TensorIntrin.register(stock.VNNI_DOT_16x4_INTRIN, _desc(16, 4, "int8"), _vnni_impl(), override=True)

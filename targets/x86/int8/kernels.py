@@ -1,0 +1,284 @@
+"""TE definitions of the integer kernels and the compile-time packing of their weights.
+
+Activations are NHWC uint8 (``NCHWc`` with a single channel block: input channels are
+contiguous for the dot-product groups, output channels for the accumulator lanes).
+Weights are packed once, at compile time, so that one instruction's operand is contiguous:
+
+- conv2d / grouped conv2d: ``[G, ceil(OCg/L), KH, KW, ceil(ICg/Gk), L, Gk]`` where ``L`` and
+  ``Gk`` are the ISA's lanes and group (:mod:`.intrin`), zero-padded;
+- depthwise conv2d: ``[KH, KW, C]`` widened to float32 (exact) or int32;
+- matmul ``x[..., K] @ W[K, N]``: ``[ceil(N/L), ceil(K/Gk), L, Gk]``.
+
+Channel counts that are not multiples of ``Gk`` or ``L`` are padded inside the kernel (input
+channels with zeros in a padding stage, output channels by computing whole vectors and
+cropping), so any shape works; convs with few input channels reduce over runs of kernel
+columns instead (:func:`width_fold`). The first conv may read the model's NCHW input
+directly. Reduction blocks carry the ``squeeze.int8`` annotation that the schedules
+(:mod:`.schedule`) look for after fusion.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from tvm import te, tirx
+
+from .intrin import DotISA
+
+KERNEL_ATTR = "squeeze.int8"  # block annotation: "conv2d", "depthwise" or "matmul"
+MACS_ATTR = "squeeze.macs"  # block annotation: multiply-accumulates of the op (channel padding excluded)
+# MetaSchedule hands blocks annotated so to the custom rule registered in .tuning.
+CUSTOM_RULE = {"schedule_rule": "squeeze_int8"}
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _i64(*dims: int) -> tuple[tirx.IntImm, ...]:
+    """Shape with int64 extents, as Relax's legalized PrimFuncs use (FuseTIR compares them)."""
+    return tuple(tirx.IntImm("int64", int(d)) for d in dims)
+
+
+def _reduce(extent: int, name: str) -> tirx.IterVar:
+    return te.reduce_axis((tirx.IntImm("int64", 0), tirx.IntImm("int64", extent)), name)
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A 2-D convolution on NHWC data, as the kernels see it.
+
+    Attributes
+    ----------
+    batch, height, width, in_channels : int
+        Input shape (NHWC).
+    out_channels, kernel_h, kernel_w : int
+        Weight shape (``OC`` output channels, ``IC / groups`` inputs each).
+    strides, dilation : tuple of int
+        (vertical, horizontal).
+    padding : tuple of int
+        (top, left, bottom, right).
+    groups : int
+        Channel groups (``in_channels`` for depthwise).
+    """
+
+    batch: int
+    height: int
+    width: int
+    in_channels: int
+    out_channels: int
+    kernel_h: int
+    kernel_w: int
+    strides: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    @property
+    def out_height(self) -> int:
+        span = self.dilation[0] * (self.kernel_h - 1) + 1
+        return (self.height + self.padding[0] + self.padding[2] - span) // self.strides[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        span = self.dilation[1] * (self.kernel_w - 1) + 1
+        return (self.width + self.padding[1] + self.padding[3] - span) // self.strides[1] + 1
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups == self.in_channels == self.out_channels
+
+    @property
+    def macs(self) -> int:
+        per_output = self.kernel_h * self.kernel_w * self.in_channels // self.groups
+        return self.batch * self.out_height * self.out_width * self.out_channels * per_output
+
+
+def width_fold(shape: ConvShape, isa: DotISA, layout: str) -> str:
+    """How the kernel columns join the reduction for convs with few input channels.
+
+    Padding a stem conv's 3 RGB channels to the ISA's group of 4 wastes a quarter of the
+    work; padding the kernel row instead wastes less (7 columns → 8). Returns ``""`` (no
+    fold: reduce over padded channels per column), ``"columns"`` (NHWC input: a pixel's
+    window is ``KW × C`` consecutive bytes of a row, reduced as one run) or ``"planes"``
+    (NCHW input: per channel plane, the ``KW`` consecutive bytes of a row are one run).
+    """
+    c, kw, grp = shape.in_channels, shape.kernel_w, isa.group
+    if shape.groups != 1 or shape.dilation[1] != 1 or c % grp == 0:
+        return ""
+    if layout == "NCHW" and c * _ceil_div(kw, grp) <= kw * _ceil_div(c, grp):
+        return "planes"  # at equal work still better: padding planes needs no transpose
+    if layout == "NHWC" and _ceil_div(c * kw, grp) < kw * _ceil_div(c, grp):
+        return "columns"
+    return ""
+
+
+def pack_conv_weight(weight_oihw: np.ndarray, shape: ConvShape, isa: DotISA, layout: str = "NHWC") -> np.ndarray:
+    """OIHW int8 weights → ``[G, OCB, KH, KW, ICB, L, Gk]`` in the ISA's weight dtype.
+
+    With a :func:`width_fold`, the runs it reduces take the place of the input channels
+    (and the channels, for ``"planes"``, or nothing, for ``"columns"``, that of ``KW``).
+    """
+    fold = width_fold(shape, isa, layout)
+    oc, c, kh, kw = weight_oihw.shape
+    if fold == "columns":
+        weight_oihw = weight_oihw.transpose(0, 2, 3, 1).reshape(oc, kh, kw * c).transpose(0, 2, 1)[..., None]
+    elif fold == "planes":
+        weight_oihw = weight_oihw.transpose(0, 3, 2, 1)
+    groups = shape.groups
+    oc, icg, kh, kw = weight_oihw.shape
+    ocg, lanes, grp = oc // groups, isa.lanes, isa.group
+    ocb, icb = _ceil_div(ocg, lanes), _ceil_div(icg, grp)
+    w = np.zeros((groups, ocb * lanes, icb * grp, kh, kw), isa.weight_dtype)
+    w[:, :ocg, :icg] = weight_oihw.reshape(groups, ocg, icg, kh, kw)
+    w = w.reshape(groups, ocb, lanes, icb, grp, kh, kw)
+    return np.ascontiguousarray(w.transpose(0, 1, 5, 6, 3, 2, 4))
+
+
+def _input(shape: ConvShape, layout: str) -> te.Tensor:
+    dims = {"N": shape.batch, "C": shape.in_channels, "H": shape.height, "W": shape.width}
+    return te.placeholder(_i64(*(dims[a] for a in layout)), "uint8", name="data")
+
+
+def _padded_input(data: te.Tensor, shape: ConvShape, layout: str, channels: int, pad_value: int) -> te.Tensor:
+    """NHWC view of ``data`` (NHWC or NCHW), spatially padded with ``pad_value``, with
+    ``channels`` channels per group (zeros appended)."""
+    top, left, bottom, right = shape.padding
+    icg = shape.in_channels // shape.groups
+    if layout == "NHWC" and (top, left, bottom, right) == (0, 0, 0, 0) and channels == icg:
+        return data
+    h, w = shape.height, shape.width
+
+    def value(b, y, x, c):
+        g, ic = c // channels, c % channels
+        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w, ic < icg)
+        index = {"N": b, "H": y - top, "W": x - left, "C": g * icg + ic}
+        return tirx.if_then_else(inside, data[tuple(index[a] for a in layout)], tirx.const(pad_value, data.dtype))
+
+    return te.compute(_i64(shape.batch, h + top + bottom, w + left + right, shape.groups * channels), value,
+                      name="pad")
+
+
+def _padded_runs(data: te.Tensor, shape: ConvShape, layout: str, length: int, pad_value: int) -> te.Tensor:
+    """Padded input for a :func:`width_fold`: NHWC rows as (column, channel) bytes
+    (``[N, H, length]``) or NCHW planes (``[N, C, H, length]``), padded with ``pad_value``."""
+    top, left, bottom, _ = shape.padding
+    h, w, c = shape.height, shape.width, shape.in_channels
+
+    def value(b, y, x, ch):
+        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w)
+        index = {"N": b, "H": y - top, "W": x - left, "C": ch}
+        return tirx.if_then_else(inside, data[tuple(index[a] for a in layout)], tirx.const(pad_value, data.dtype))
+
+    rows = h + top + bottom
+    if layout == "NCHW":
+        return te.compute(_i64(shape.batch, c, rows, length), lambda b, ch, y, x: value(b, y, x, ch), name="pad")
+    return te.compute(_i64(shape.batch, rows, length), lambda b, y, q: value(b, y, q // c, q % c), name="pad")
+
+
+def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHWC") -> tirx.PrimFunc:
+    """Grouped (or regular) conv2d: uint8 × packed weights → int32 NHWC.
+
+    ``pad_value`` fills the spatial padding (the input's zero point); ``layout`` is the
+    input's, NHWC or NCHW (read through the padding stage, so no transpose runs before).
+    """
+    lanes, grp, groups = isa.lanes, isa.group, shape.groups
+    icg, ocg = shape.in_channels // groups, shape.out_channels // groups
+    fold = width_fold(shape, isa, layout)
+    runs = {"": icg, "columns": icg * shape.kernel_w, "planes": shape.kernel_w}[fold]
+    kw = {"": shape.kernel_w, "columns": 1, "planes": icg}[fold]
+    ocb, icb = _ceil_div(ocg, lanes), _ceil_div(runs, grp)
+    data = _input(shape, layout)
+    weight = te.placeholder(_i64(groups, ocb, shape.kernel_h, kw, icb, lanes, grp), isa.weight_dtype, name="weight")
+    (sh, sw), (dh, dw) = shape.strides, shape.dilation
+    ry, rx, rc = _reduce(shape.kernel_h, "ry"), _reduce(kw, "rx"), _reduce(icb * grp, "rc")
+    if fold:  # a run of a pixel's window starts at x * sw (planes) or x * sw * C (columns)
+        step = sw * (icg if fold == "columns" else 1)
+        span = (shape.width + shape.padding[1] + shape.padding[3]) * (icg if fold == "columns" else 1)
+        length = _ceil_div(max(span, (shape.out_width - 1) * step + icb * grp), 16) * 16
+        padded = _padded_runs(data, shape, layout, length, pad_value)
+
+        def window(b, y, x, g):
+            if fold == "planes":
+                return padded[b, rx, y * sh + ry * dh, x * step + rc]
+            return padded[b, y * sh + ry * dh, x * step + rx + rc]
+    else:
+        padded = _padded_input(data, shape, layout, icb * grp, pad_value)
+
+        def window(b, y, x, g):
+            return padded[b, y * sh + ry * dh, x * sw + rx * dw, g * icb * grp + rc]
+    conv = te.compute(
+        _i64(shape.batch, shape.out_height, shape.out_width, groups, ocb * lanes),
+        lambda b, y, x, g, o: te.sum(
+            window(b, y, x, g).astype("int32")
+            * weight[g, o // lanes, ry, rx, rc // grp, o % lanes, rc % grp].astype("int32"),
+            axis=[ry, rx, rc]),
+        name="conv", attrs={KERNEL_ATTR: "conv2d", MACS_ATTR: shape.macs, **CUSTOM_RULE})
+    out = te.compute(_i64(shape.batch, shape.out_height, shape.out_width, shape.out_channels),
+                     lambda b, y, x, c: conv[b, y, x, c // ocg, c % ocg], name="crop")
+    return te.create_prim_func([data, weight, out])
+
+
+def depthwise_dtype(shape: ConvShape) -> str:
+    """Arithmetic of the depthwise kernel: float32 when it is exact, else int32.
+
+    A window of ``KH × KW`` products of uint8 and int8 stays below 2^24 in magnitude up to
+    514 taps, so float32 fused multiply-adds (two per cycle, with each input pixel converted
+    once per register tile) compute the exact integer sum, faster than ``vpmulld``.
+    """
+    return "float32" if shape.kernel_h * shape.kernel_w * 255 * 128 < 1 << 24 else "int32"
+
+
+def depthwise_conv2d(shape: ConvShape, pad_value: int = 0, layout: str = "NHWC") -> tirx.PrimFunc:
+    """Depthwise conv2d: uint8 × ``[KH, KW, C]`` weights (:func:`depthwise_dtype`) → int32
+    NHWC (see :func:`conv2d` for ``pad_value`` and ``layout``)."""
+    channels, dtype = shape.in_channels, depthwise_dtype(shape)
+    data = _input(shape, layout)
+    weight = te.placeholder(_i64(shape.kernel_h, shape.kernel_w, channels), dtype, name="weight")
+    padded = _padded_input(data, shape, layout, 1, pad_value)
+    (sh, sw), (dh, dw) = shape.strides, shape.dilation
+    ry, rx = _reduce(shape.kernel_h, "ry"), _reduce(shape.kernel_w, "rx")
+    acc = te.compute(
+        _i64(shape.batch, shape.out_height, shape.out_width, channels),
+        lambda b, y, x, c: te.sum(padded[b, y * sh + ry * dh, x * sw + rx * dw, c].astype(dtype) * weight[ry, rx, c],
+                                  axis=[ry, rx]),
+        name="depthwise", attrs={KERNEL_ATTR: "depthwise", MACS_ATTR: shape.macs, **CUSTOM_RULE})
+    out = te.compute(acc.shape, lambda *i: acc[i].astype("int32"), name="exact")
+    return te.create_prim_func([data, weight, out])
+
+
+def pack_depthwise_weight(weight_oihw: np.ndarray, shape: ConvShape) -> np.ndarray:
+    """``[C, 1, KH, KW]`` int8 → ``[KH, KW, C]`` in the kernel's :func:`depthwise_dtype`."""
+    return np.ascontiguousarray(weight_oihw[:, 0].transpose(1, 2, 0).astype(depthwise_dtype(shape)))
+
+
+def pack_matmul_weight(weight_kn: np.ndarray, isa: DotISA) -> np.ndarray:
+    """``[K, N]`` int8 → ``[ceil(N/L), ceil(K/Gk), L, Gk]`` in the ISA's weight dtype."""
+    k, n = weight_kn.shape
+    lanes, grp = isa.lanes, isa.group
+    w = np.zeros((_ceil_div(k, grp) * grp, _ceil_div(n, lanes) * lanes), isa.weight_dtype)
+    w[:k, :n] = weight_kn
+    w = w.reshape(-1, grp, w.shape[1] // lanes, lanes)
+    return np.ascontiguousarray(w.transpose(2, 0, 3, 1))
+
+
+def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA) -> tirx.PrimFunc:
+    """``x[..., rows, K]`` uint8 @ packed ``W`` → int32 ``[..., rows, N]``."""
+    lanes, grp = isa.lanes, isa.group
+    kp, nb = _ceil_div(k, grp) * grp, _ceil_div(n, lanes)
+    data = te.placeholder(_i64(*batch_shape, rows, k), "uint8", name="data")
+    weight = te.placeholder(_i64(nb, kp // grp, lanes, grp), isa.weight_dtype, name="weight")
+    if kp != k:
+        padded = te.compute(_i64(*batch_shape, rows, kp),
+                            lambda *i: tirx.if_then_else(i[-1] < k, data[i], tirx.const(0, "uint8")), name="pad")
+    else:
+        padded = data
+    rk = _reduce(kp, "rk")
+    acc = te.compute(
+        _i64(*batch_shape, rows, nb * lanes),
+        lambda *i: te.sum(padded[(*i[:-1], rk)].astype("int32")
+                          * weight[i[-1] // lanes, rk // grp, i[-1] % lanes, rk % grp].astype("int32"), axis=rk),
+        name="matmul", attrs={KERNEL_ATTR: "matmul", MACS_ATTR: math.prod(batch_shape) * rows * k * n, **CUSTOM_RULE})
+    out = te.compute(_i64(*batch_shape, rows, n), lambda *i: acc[i], name="crop")
+    return te.create_prim_func([data, weight, out])

@@ -1,0 +1,157 @@
+"""Relax rewrite: integer conv2d / matmul with constant weights → calls of the packed kernels.
+
+Runs after layout conversion (convs are NHWC) and constant folding, before generic
+legalization. Weights are packed here, in numpy, and become new constants: nothing is
+re-laid out at run time. Each kernel returns the int32 accumulator; the bias and
+requantization ops that follow stay Relax ops, which FuseOps folds into the kernel's
+PrimFunc and the schedule runs per register tile (:mod:`.schedule`).
+
+Signed int8 activations are shifted to uint8 (``x + 128``, an elementwise op fused into
+the producer) and ``128 · Σ w`` is subtracted per output channel, since ``vpdpbusd`` and
+``vpmaddwd`` take unsigned activations.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .intrin import DotISA
+from .kernels import ConvShape, conv2d, depthwise_conv2d, matmul, pack_conv_weight, pack_depthwise_weight, \
+    pack_matmul_weight
+
+SIGNED_SHIFT = 128
+OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4  # relax FuseOps: the epilogue may be fused after it
+
+
+def _const(expr: relax.Expr) -> np.ndarray | None:
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.Constant) else None
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...] | None:
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return tuple(int(d) for d in shape)
+
+
+def _to_oihw(weight: np.ndarray, layout: str) -> np.ndarray:
+    return weight.transpose([layout.index(axis) for axis in "OIHW"])
+
+
+def _as_unsigned(x: relax.Expr) -> relax.Expr:
+    """int8 codes shifted into uint8 (``x + 128``)."""
+    wide = relax.op.add(relax.op.astype(x, "int32"), relax.const(SIGNED_SHIFT, "int32"))
+    return relax.op.astype(wide, "uint8")
+
+
+def accelerated(data: relax.Expr, weight: relax.Expr, out_dtype: str) -> bool:
+    """Whether an op's operands are what the integer kernels take."""
+    dtype = str(getattr(data.ty, "dtype", ""))
+    w = _const(weight)
+    return (out_dtype == "int32" and dtype in ("uint8", "int8") and w is not None and str(w.dtype) == "int8"
+            and _shape(data) is not None)
+
+
+@mutator
+class _Rewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, isa: DotISA):
+        super().__init__(mod)
+        self.isa = isa
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = self.visit_expr_post_order(call)
+        name = getattr(call.op, "name", "")
+        if name == "relax.nn.conv2d" and accelerated(*call.args, str(call.attrs.out_dtype)):
+            return self._conv2d(call)
+        if name == "relax.matmul" and accelerated(*call.args, str(call.attrs.out_dtype)) \
+                and _const(call.args[1]).ndim == 2 and len(_shape(call.args[0])) >= 2:
+            return self._matmul(call)
+        return call
+
+    def _kernel(self, func: tvm.tirx.PrimFunc, name: str, args: list, shape: tuple[int, ...]) -> relax.Expr:
+        func = func.without_attr("global_symbol").with_attr("op_pattern", OP_PATTERN_OUT_ELEMWISE_FUSABLE)
+        gvar = self.builder_.add_func(func, name)
+        return relax.call_tir(gvar, args, relax.TensorType(shape, "int32"))
+
+    def _bound(self, expr: relax.Expr, op: str) -> relax.Call | None:
+        """The call of ``op`` that ``expr`` is bound to, if any."""
+        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+        return value if isinstance(value, relax.Call) and getattr(value.op, "name", "") == op else None
+
+    def _conv_input(self, call: relax.Call) -> tuple[relax.Expr, str, tuple[int, ...], int]:
+        """The conv's input seen through a transpose to NHWC and a constant spatial pad.
+
+        Returns the tensor the kernel reads, its layout, the padding (top, left, bottom,
+        right) and the padding value: the kernel's own padding stage does both.
+        """
+        data, layout = call.args[0], str(call.attrs.data_layout)
+        padding = tuple(int(p) for p in call.attrs.padding)
+        transpose = self._bound(data, "relax.permute_dims")
+        if layout == "NHWC" and transpose is not None and [int(a) for a in transpose.attrs.axes] == [0, 2, 3, 1]:
+            data, layout = transpose.args[0], "NCHW"
+        pad = self._bound(data, "relax.nn.pad")
+        if pad is None or any(padding) or str(pad.attrs.pad_mode) != "constant":
+            return data, layout, padding, 0
+        widths = [int(w) for w in pad.attrs.pad_width]
+        (top, bottom), (left, right) = (widths[2 * layout.index(a):2 * layout.index(a) + 2] for a in "HW")
+        if any(widths[2 * layout.index(a):2 * layout.index(a) + 2] != [0, 0] for a in "NC"):
+            return data, layout, padding, 0
+        return pad.args[0], layout, (top, left, bottom, right), int(float(pad.attrs.pad_value))
+
+    def _conv2d(self, call: relax.Call) -> relax.Expr:
+        attrs = call.attrs
+        if str(attrs.data_layout) not in ("NHWC", "NCHW") or str(attrs.out_layout) != str(attrs.data_layout):
+            return call
+        data, layout, padding, pad_value = self._conv_input(call)
+        weight = _to_oihw(_const(call.args[1]), str(attrs.kernel_layout))
+        dims = dict(zip(layout, _shape(data)))
+        shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
+                          weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
+                          tuple(int(d) for d in attrs.dilation), int(attrs.groups))
+        signed = str(data.ty.dtype) == "int8"
+        if signed:
+            data, pad_value = _as_unsigned(data), pad_value + SIGNED_SHIFT
+        if shape.depthwise:
+            func, packed = depthwise_conv2d(shape, pad_value, layout), pack_depthwise_weight(weight, shape)
+            name = "int8_depthwise_conv2d"
+        else:
+            func = conv2d(shape, self.isa, pad_value, layout)
+            packed, name = pack_conv_weight(weight, shape, self.isa, layout), f"int8_conv2d_{self.isa.name}"
+        out = self._kernel(func, name, [data, relax.const(packed)],
+                           (shape.batch, shape.out_height, shape.out_width, shape.out_channels))
+        if signed:
+            sums = weight.astype(np.int64).sum(axis=(1, 2, 3)) * SIGNED_SHIFT
+            out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))
+        return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(attrs.data_layout) == "NCHW" else out
+
+    def _matmul(self, call: relax.Call) -> relax.Expr:
+        data = call.args[0]
+        weight = _const(call.args[1])
+        *batch, rows, k = _shape(data)
+        n = weight.shape[1]
+        signed = str(data.ty.dtype) == "int8"
+        if signed:
+            data = _as_unsigned(data)
+        func = matmul(tuple(batch), rows, k, n, self.isa)
+        out = self._kernel(func, f"int8_matmul_{self.isa.name}",
+                           [data, relax.const(pack_matmul_weight(weight, self.isa))], (*batch, rows, n))
+        if signed:
+            sums = weight.astype(np.int64).sum(axis=0) * SIGNED_SHIFT
+            out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))
+        return out
+
+
+def int8_kernels(isa: DotISA) -> tvm.transform.Pass:
+    """Module pass replacing integer conv2d/matmul with constant weights by packed kernels."""
+
+    @tvm.transform.module_pass(opt_level=0, name="x86.int8_kernels")
+    def transform(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        rewriter = _Rewriter(mod, isa)
+        for gvar, func in list(mod.functions_items()):
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return transform

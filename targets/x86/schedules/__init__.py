@@ -1,0 +1,77 @@
+"""Default (untuned) x86 schedules for the fused PrimFuncs of a lowered module.
+
+Each rule is ``rule(func, target) -> Schedule | None``; the first rule that returns a
+schedule wins. Functions already scheduled (``tirx.is_scheduled``, e.g. applied from a
+MetaSchedule database) are left alone.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import tvm
+from tvm import s_tir, tirx
+from tvm.s_tir.schedule import ScheduleError
+
+from .conv2d import schedule_conv2d
+from .elementwise import schedule_elementwise
+from .matmul import schedule_matmul
+from .pool import schedule_pool
+from .reduction import schedule_row_reduction
+
+Rule = Callable[[tirx.PrimFunc, tvm.target.Target], Optional[s_tir.Schedule]]
+RULES: tuple[Rule, ...] = (schedule_conv2d, schedule_matmul, schedule_pool, schedule_row_reduction,
+                           schedule_elementwise)
+
+RULE_ATTR = "x86.schedule_rule"  # records which rule scheduled a PrimFunc
+log = logging.getLogger(__name__)
+
+
+def _is_scheduled(func: tirx.PrimFunc) -> bool:
+    return bool((func.attrs or {}).get("tirx.is_scheduled", False))
+
+
+def _first_rule(func: tirx.PrimFunc, target: tvm.target.Target) -> tuple[s_tir.Schedule, str] | None:
+    for rule in RULES:
+        try:
+            sch = rule(func, target)
+        except ScheduleError as err:  # a rule that cannot handle a variant declines it
+            log.debug("%s declined: %s", rule.__name__, str(err).splitlines()[0])
+            continue
+        if sch is not None:
+            return sch, rule.__name__
+    return None
+
+
+def schedule_primfunc(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
+    """Schedule one PrimFunc with the first rule that matches it (None if none does)."""
+    found = _first_rule(func, target)
+    return found[0] if found else None
+
+
+def default_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Schedule every unscheduled PrimFunc of a lowered module with the first matching rule.
+
+    Rules may re-lay weights (parameters listed in ``layout_free_buffers``) through blocks
+    marked ``meta_schedule.layout_rewrite_preproc``, which ``compiler.build.lower`` folds
+    into new constants, so packing costs nothing at run time.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="x86.default_schedule")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
+                found = _first_rule(func, target)
+                if found is not None:
+                    sch, rule = found
+                    updates[gvar] = sch.mod["main"].with_attrs({"tirx.is_scheduled": True, RULE_ATTR: rule})
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return _pass
+
+
+# Tuning (compiler.tune) seeds its database with these per-function schedules.
+default_schedule.schedule_primfunc = schedule_primfunc

@@ -1,0 +1,260 @@
+"""x86 integer kernels (VNNI, AVX-512BW and AVX2 fallbacks) are bit-exact against numpy.
+
+Each case is one realized integer layer (uint8 × int8 → int32 + bias → requantize to uint8)
+compiled through the full x86 pipeline, whose kernel must be the packed integer one.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from compiler.build import build, lower
+from compiler.profile import kernel_table
+from compiler.program import Program, TensorSpec
+from passes.quantize.realize import QOutput, QTensor, integer_layer
+from passes.quantize.requantize import Requant, requantize_reference
+from passes.quantize.schemes import QuantSpec
+from targets import get_target
+from targets.x86.int8 import AVX2, AVX512, VNNI, select_isa
+from targets.x86.int8.intrin import ISAS
+from targets.x86.int8.kernels import ConvShape, conv2d, pack_conv_weight, pack_matmul_weight, width_fold
+from targets.x86.int8.schedule import schedule_int8
+from test_integer_layer import _numpy_conv
+
+U8 = QuantSpec(8, symmetric=False)
+TARGETS = ["x86-vnni", "x86-avx512", "x86-avx2"]
+
+
+def _program(x: relax.Var, body) -> Program:
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body())
+        bb.emit_func_output(out)
+    mod = bb.get()
+    shape = tuple(int(d) for d in x.ty.shape)
+    out_ty = mod["main"].ret_ty
+    return Program(mod, {}, [TensorSpec("x", shape, str(x.ty.dtype))],
+                   [TensorSpec("y", tuple(int(d) for d in out_ty.shape), str(out_ty.dtype))])
+
+
+def _run(program: Program, target: str, data: np.ndarray, runs: int = 4) -> np.ndarray:
+    """Output of ``program`` compiled for ``target``; runs it several times to catch races."""
+    spec = get_target(target)
+    kernels = kernel_table(lower(program, spec))
+    assert any(k["kernel"].startswith("int8") for k in kernels.values()), kernels
+    vm = relax.VirtualMachine(build(program, spec), tvm.cpu())
+    outs = [vm["main"](tvm.runtime.tensor(data)).numpy() for _ in range(runs)]
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    return outs[0]
+
+
+CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups, input zero point)
+    (1, 3, 9, 9, 5, 3, 1, 1, 1, 1, 113),     # C, O not multiples of 4 / 16; zero-point padding
+    (2, 7, 8, 10, 6, 1, 1, 0, 1, 1, 0),      # batch 2, 1x1
+    (1, 8, 11, 11, 16, 3, 2, 1, 1, 1, 0),    # stride 2, odd size
+    (1, 4, 14, 14, 20, 5, 2, 2, 1, 1, 9),    # 5x5
+    (1, 3, 16, 16, 24, 7, 2, 3, 1, 1, 0),    # 7x7 stem
+    (1, 16, 10, 10, 16, 3, 1, 2, 2, 1, 0),   # dilation 2
+    (1, 8, 10, 10, 4, 3, 1, 2, 2, 2, 0),     # grouped + dilated
+    (1, 12, 7, 9, 36, 3, 1, 1, 1, 3, 5),     # grouped, 4 in / 12 out per group
+    (1, 6, 12, 12, 6, 3, 1, 1, 1, 6, 0),     # depthwise
+    (2, 40, 9, 9, 40, 5, 2, 2, 1, 40, 7),    # depthwise 5x5 stride 2, batch 2
+    (1, 64, 14, 14, 48, 1, 1, 0, 1, 1, 0),   # 48 = 3 vectors of 16
+]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: "n{}c{}h{}w{}o{}k{}s{}p{}d{}g{}z{}".format(*c))
+def test_conv_bit_exact(case, target):
+    n, c, h, w, o, k, stride, pad, dil, groups, zero = case
+    rng = np.random.default_rng(sum(case))
+    x_codes = rng.integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    codes = rng.integers(-128, 128, (o, c // groups, k, k)).astype(np.int8)
+    w_scale, bias = rng.uniform(0.001, 0.01, o), rng.standard_normal(o)
+    out = QOutput(scale=0.05, zero=7, lo=7, hi=255, dtype="uint8")
+    x = relax.Var("x", relax.TensorType((n, c, h, w), "uint8"))
+    attrs = dict(strides=[stride] * 2, padding=[pad] * 4, dilation=[dil] * 2, groups=groups)
+    call = relax.BlockBuilder().normalize(relax.op.nn.conv2d(
+        relax.Var("f", relax.TensorType((n, c, h, w), "float32")), relax.const(np.zeros(codes.shape, np.float32)),
+        **attrs))
+    program = _program(x, lambda: integer_layer(call, QTensor(x, 0.02, zero, U8), codes, w_scale, bias, out, False))
+    got = _run(program, target, x_codes)
+    acc = _numpy_conv(x_codes, codes, stride, pad, dil, groups, pad_value=zero)
+    per_out = np.float32(0.02) * w_scale.astype(np.float32)
+    acc = acc - zero * codes.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1) \
+        + np.round(bias / per_out).astype(np.int64).reshape(1, -1, 1, 1)
+    want = requantize_reference(acc.astype(np.int32), Requant(per_out / np.float32(out.scale), out.zero, out.lo,
+                                                              out.hi, "uint8"), axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("shape,n_out", [((1, 17), 11), ((4, 64), 1000), ((2, 5, 36), 24), ((3, 130), 16)],
+                         ids=["vec", "fc", "batched3d", "k130"])
+def test_matmul_bit_exact(shape, n_out, target):
+    rng = np.random.default_rng(len(shape) + n_out)
+    k = shape[-1]
+    x_codes = rng.integers(0, 256, shape).astype(np.uint8)
+    codes = rng.integers(-128, 128, (k, n_out)).astype(np.int8)
+    w_scale = rng.uniform(0.001, 0.01, n_out)
+    out = QOutput(scale=0.1, zero=128, lo=0, hi=255, dtype="uint8")
+    x = relax.Var("x", relax.TensorType(shape, "uint8"))
+    call = relax.BlockBuilder().normalize(relax.op.matmul(relax.Var("f", relax.TensorType(shape, "float32")),
+                                                          relax.const(np.zeros((k, n_out), np.float32))))
+    program = _program(x, lambda: integer_layer(call, QTensor(x, 0.03, 100, U8), codes, w_scale, None, out, False))
+    got = _run(program, target, x_codes)
+    acc = x_codes.astype(np.int64) @ codes.astype(np.int64) - 100 * codes.astype(np.int64).sum(axis=0)
+    per_out = np.float32(0.03) * w_scale.astype(np.float32)
+    want = requantize_reference(acc.astype(np.int32), Requant(per_out / np.float32(0.1), 128, 0, 255, "uint8"), -1)
+    np.testing.assert_array_equal(got, want)
+
+
+KERNEL_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups): convs reading NHWC or NCHW directly
+    (1, 3, 30, 30, 64, 7, 2, 3, 1, 1),   # stem: folds kernel columns into the reduction
+    (1, 1, 12, 12, 16, 3, 1, 1, 1, 1),   # one channel
+    (2, 3, 17, 15, 20, 5, 2, 2, 2, 1),   # dilated: no fold
+    (1, 10, 9, 11, 24, 3, 2, 0, 1, 2),   # grouped
+]
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("isa", sorted(ISAS))
+@pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: "n{}c{}h{}w{}o{}k{}s{}p{}d{}g{}".format(*c))
+def test_conv_kernel_reads_either_layout(case, isa, layout):
+    n, c, h, w, o, k, stride, pad, dil, groups = case
+    shape = ConvShape(n, h, w, c, o, k, k, (stride,) * 2, (pad,) * 4, (dil,) * 2, groups)
+    rng = np.random.default_rng(sum(case))
+    x = rng.integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    weight = rng.integers(-128, 128, (o, c // groups, k, k)).astype(np.int8)
+    func = schedule_int8(conv2d(shape, ISAS[isa], 9, layout), None).mod
+    lib = tvm.compile(func, get_target(f"x86-{isa}").target)
+    out = tvm.runtime.tensor(np.zeros((n, shape.out_height, shape.out_width, o), np.int32))
+    lib(tvm.runtime.tensor(x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()),
+        tvm.runtime.tensor(pack_conv_weight(weight, shape, ISAS[isa], layout)), out)
+    want = _numpy_conv(x, weight, stride, pad, dil, groups, pad_value=9).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_stem_folds_columns_or_planes():
+    stem = ConvShape(1, 224, 224, 3, 64, 7, 7, (2, 2), (3, 3, 3, 3))
+    assert width_fold(stem, VNNI, "NHWC") == "columns" and width_fold(stem, VNNI, "NCHW") == "planes"
+    assert width_fold(ConvShape(1, 56, 56, 64, 64, 3, 3), VNNI, "NHWC") == ""
+
+
+def test_signed_activations_are_shifted():
+    """int8 activations (symmetric schemes) go through the uint8 kernels shifted by 128."""
+    rng = np.random.default_rng(3)
+    x_codes = rng.integers(-128, 128, (1, 5, 8, 8)).astype(np.int8)
+    codes = rng.integers(-128, 128, (9, 5, 3, 3)).astype(np.int8)
+    x = relax.Var("x", relax.TensorType(x_codes.shape, "int8"))
+    program = _program(x, lambda: relax.op.nn.conv2d(x, relax.const(codes), padding=[1] * 4, out_dtype="int32"))
+    got = _run(program, "x86", x_codes)
+    np.testing.assert_array_equal(got, _numpy_conv(x_codes, codes, 1, 1, 1, 1, pad_value=0))
+
+
+@pytest.mark.parametrize("isa", [VNNI, AVX512, AVX2], ids=lambda i: i.name)
+def test_packing_puts_one_instruction_operand_contiguous(isa):
+    rng = np.random.default_rng(0)
+    w = rng.integers(-128, 128, (20, 6, 3, 3)).astype(np.int8)
+    packed = pack_conv_weight(w, ConvShape(1, 8, 8, 6, 20, 3, 3), isa)
+    g, ob, ky, kx, ib, lane, k = 0, 1, 2, 0, 1, 3, 1
+    assert packed[g, ob, ky, kx, ib, lane, k] == w[ob * isa.lanes + lane, ib * isa.group + k, ky, kx]
+    assert packed.shape[-2:] == (isa.lanes, isa.group) and str(packed.dtype) == isa.weight_dtype
+    m = rng.integers(-128, 128, (10, 21)).astype(np.int8)
+    pm = pack_matmul_weight(m, isa)
+    assert pm[1, 2, 4, 1] == m[2 * isa.group + 1, isa.lanes + 4]
+
+
+def test_isa_selection():
+    assert select_isa({"avx512vnni", "avx512bw", "avx2"}) is VNNI
+    assert select_isa({"avx512bw", "avx2"}) is AVX512
+    assert select_isa({"avx2"}) is AVX2
+    assert select_isa({"sse4.2"}) is None
+
+
+@pytest.fixture(scope="module")
+def resnet8_int8():
+    from compiler import zoo
+    from compiler.config import QuantConfig
+    from compiler.frontend import import_onnx
+    from compiler.pipeline import Recipe, run_passes
+
+    data = zoo.bundled_slice()
+    program = import_onnx(zoo.model_path("fmnist-resnet8"), {"input": (4, 1, 28, 28)})
+    config = QuantConfig(calibration={"input": data["calib"][:64]})
+    return run_passes(program, Recipe.cleanups() + config.recipe(progress=False)), data["calib"][64:68]
+
+
+def test_whole_model_same_outputs_on_every_path(resnet8_int8):
+    """Quantized ResNet-8 (batch 4): VNNI, both fallbacks and TVM's generic integer lowering agree exactly."""
+    import dataclasses
+
+    from targets.x86.schedules import default_schedule
+
+    program, images = resnet8_int8
+    generic = dataclasses.replace(get_target("x86"), legalize=None, schedule=default_schedule)
+    outputs = {}
+    for spec in [generic, *(get_target(t) for t in TARGETS)]:
+        vm = relax.VirtualMachine(build(program, spec), tvm.cpu())
+        outputs[spec.name if spec is not generic else "generic"] = vm["main"](tvm.runtime.tensor(images)).numpy()
+    for name, out in outputs.items():
+        np.testing.assert_array_equal(out, outputs["generic"], err_msg=name)
+
+
+def test_wrong_tuned_kernel_is_rejected(tmp_path):
+    """A database record whose kernel computes something else is not used (compiler.verify)."""
+    from compiler.verify import CACHE, check_tuned
+
+    shape = ConvShape(1, 6, 6, 8, 16, 3, 3, padding=(1, 1, 1, 1))
+    right, wrong = conv2d(shape, VNNI, 0), conv2d(shape, VNNI, 5)  # the wrong one pads with 5
+    untuned = tvm.IRModule({"kernel": right})
+    gvar = untuned.get_global_var("kernel")
+    for func, kept in ((schedule_int8(right, None).mod["main"], True), (schedule_int8(wrong, None).mod["main"], False)):
+        tuned = tvm.IRModule({gvar: func})
+        out = check_tuned(untuned, tuned, get_target("x86").target, None, tmp_path)
+        assert out[gvar].same_as(func if kept else right)
+    assert sorted(json.loads((tmp_path / CACHE).read_text()).values()) == [False, True]
+
+
+def test_inspect_profiles_each_kernel(tmp_path):
+    """``squeeze inspect art.tar --profile``: per kernel, the schedule used, its time and GOP/s."""
+    from conftest import squeeze
+
+    import compiler
+    from compiler import zoo
+
+    art = tmp_path / "r8.tar"
+    calib = {"input": zoo.bundled_slice()["calib"][:32]}
+    quantize = compiler.QuantConfig(calibration=calib)
+    compiler.compile(zoo.model_path("fmnist-resnet8"), "x86", quantize=quantize).save(art)
+    out = squeeze("inspect", art, "--profile")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("fused_int8_conv2d")]
+    assert len(rows) == 9 and all(r[1:3] == ["int8", "conv2d"] and float(r[4]) > 0 for r in rows), out.stdout
+    assert "GOP/s overall" in out.stdout
+
+
+@pytest.mark.slow
+def test_tuning_keeps_outputs_and_reuses_records(resnet8_int8, tmp_path, capsys):
+    """MetaSchedule over the integer kernels' space: same outputs as untuned; a second
+    tuning run finds the integer tasks searched and measures none of them again."""
+    from compiler.tune import tune
+
+    def int8_rounds() -> list[str]:
+        return [line for line in capsys.readouterr().out.splitlines() if "trials] fused_int8_" in line]
+
+    program, images = resnet8_int8
+    spec = get_target("x86")
+    tune(program, spec, tmp_path, trials=64)
+    assert int8_rounds()
+    tune(program, spec, tmp_path, trials=64)
+    assert int8_rounds() == []
+    outputs = [relax.VirtualMachine(build(program, spec, db), tvm.cpu())["main"](tvm.runtime.tensor(images)).numpy()
+               for db in (None, tmp_path)]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
