@@ -9,7 +9,7 @@ For each model and batch size:
   real photos, tuned with MetaSchedule (``--int8-trials``; records kept in
   ``$SQUEEZE_CACHE/bench/tuning`` and reused by later runs);
 * Squeeze FP32: the float model with the MetaSchedule database ``--fp32-db DIR/<model>``
-  when there is one (``bench/fp32.py --db DIR`` tunes them, at batch 1), else the default
+  at batch 1 when there is one (``bench/fp32.py --db DIR`` tunes them), else the default
   schedules;
 * ONNX Runtime FP32, and ONNX Runtime INT8: ``quant_pre_process`` then ``quantize_static``
   (QDQ, per-channel s8 weights, u8 activations, same photos).
@@ -113,7 +113,8 @@ def prepare(name: str, batch: int, work: Path, int8_trials: int, fp32_db: Path |
     shape = {"input": (batch, 3, 224, 224)}
     int8_db = tuning / f"{tag}-squeeze_int8"
     fresh = not (int8_db / "database_tuning_record.json").exists()
-    fp32 = fp32_db / name if fp32_db is not None and (fp32_db / name).is_dir() else None
+    # bench/fp32.py tunes at batch 1: other batch sizes are other workloads
+    fp32 = fp32_db / name if fp32_db is not None and (fp32_db / name).is_dir() and batch == 1 else None
     for runner, quant, trials, db in (
             ("squeeze_int8", compiler.QuantConfig(calibration={"input": calib}), int8_trials if fresh else 0, int8_db),
             ("squeeze_fp32", None, 0, fp32)):
@@ -121,8 +122,8 @@ def prepare(name: str, batch: int, work: Path, int8_trials: int, fp32_db: Path |
         art = compiler.compile(src, "x86", input_shapes=shape, quantize=quant, tune_trials=trials,
                                tuning_db=db if trials or (db is not None and db.exists()) else None)
         files[runner] = art.save(work / f"{tag}.{runner}.tar")
-        log(f"  {tag} {runner}: compiled in {time.time() - start:.0f} s"
-            + (f" ({trials} trials)" if trials else "") + (f", database {db}" if db is not None and db.exists() else ""))
+        used = (f" ({trials} trials)" if trials else "") + (f", database {db}" if db and db.exists() else "")
+        log(f"  {tag} {runner}: compiled in {time.time() - start:.0f} s{used}")
     return {"files": {k: str(v) for k, v in files.items()}, "macs": model_macs(src, batch)}
 
 
