@@ -22,7 +22,7 @@ def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
         raise argparse.ArgumentTypeError(f"bad input shape '{text}': use name:1x3x224x224") from None
 
 
-def _log(line: str) -> None:
+def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
@@ -54,20 +54,36 @@ def _floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
 
 
+def add_calibration_args(group) -> None:
+    """``--calib`` and its image preprocessing options (shared by compile and prune)."""
+    group.add_argument("--calib", help="calibration data: .npz (one array per input) or a folder of images")
+    group.add_argument("--calib-mean", type=_floats, default=(0.0, 0.0, 0.0), help="image normalization mean")
+    group.add_argument("--calib-std", type=_floats, default=(1.0, 1.0, 1.0), help="image normalization std")
+    group.add_argument("--calib-gray", action="store_true", help="read calibration images as grayscale")
+
+
+def calibration_source(args):
+    """``--calib`` as a calibration source: an .npz path, an ImageFolder, or None."""
+    if not getattr(args, "calib", None):
+        return None
+    if Path(args.calib).is_dir():
+        from .config import ImageFolder
+
+        return ImageFolder(args.calib, mean=args.calib_mean, std=args.calib_std, grayscale=args.calib_gray)
+    return args.calib
+
+
 def _quant_config(args):
     """``--quantize int8[:scheme]`` and its companions as a QuantConfig (None without --quantize)."""
     if not args.quantize:
         return None
-    from .config import ImageFolder, QuantConfig
+    from .config import QuantConfig
 
     if not args.calib:
         raise SqueezeError("--quantize needs calibration data: add --calib data.npz (or a folder of images)")
     _, _, scheme = args.quantize.partition(":")
-    calib = args.calib
-    if Path(calib).is_dir():
-        calib = ImageFolder(calib, mean=args.calib_mean, std=args.calib_std, grayscale=args.calib_gray)
     return QuantConfig(
-        scheme=scheme or args.quantize, calibration=calib, observer=args.observer,
+        scheme=scheme or args.quantize, calibration=calibration_source(args), observer=args.observer,
         skip=[s for s in (args.skip or "").split(",") if s], skip_ops=args.skip_op or [],
         keep_first_last=args.keep_first_last, equalize=args.equalize, bias_correction=args.bias_correction,
     )
@@ -90,10 +106,10 @@ def cmd_compile(args) -> None:
         tune_trials=args.tune_trials,
         tuning_db=args.tuning_db,
         dump_ir=args.dump_ir,
-        log=_log,
+        log=log,
     )
     out = art.save(args.output)
-    _log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, target {art.manifest.target['name']})")
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, target {art.manifest.target['name']})")
 
 
 def cmd_run(args) -> None:
@@ -128,7 +144,7 @@ def cmd_tune(args) -> None:
     spec = get_target(args.target)
     program = run_passes(import_onnx(args.model, dict(args.input_shape or [])), Recipe.cleanups())
     db = tune(program, spec, args.tuning_db, args.trials, progress=True)
-    _log(f"tuning records in {db}")
+    log(f"tuning records in {db}")
 
 
 def cmd_inspect(args) -> None:
@@ -197,7 +213,7 @@ def _sensitivity(program, args) -> None:
     print(format_table(sorted(rows, key=lambda r: r["sqnr_db"]), ["layer", "op", "sqnr_db"], totals=False))
     if args.plot:
         plot_sensitivity(results, args.plot, f"{Path(args.path).name}: per-layer {scheme} sensitivity")
-        _log(f"wrote {args.plot}")
+        log(f"wrote {args.plot}")
 
 
 def cmd_targets(_args) -> None:
@@ -230,10 +246,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dump-ir", help="directory receiving the IR after each pass")
     q = c.add_argument_group("quantization")
     q.add_argument("--quantize", metavar="int8[:SCHEME]", help="post-training quantization scheme or alias")
-    q.add_argument("--calib", help="calibration data: .npz (one array per input) or a folder of images")
-    q.add_argument("--calib-mean", type=_floats, default=(0.0, 0.0, 0.0), help="image normalization mean")
-    q.add_argument("--calib-std", type=_floats, default=(1.0, 1.0, 1.0), help="image normalization std")
-    q.add_argument("--calib-gray", action="store_true", help="read calibration images as grayscale")
+    add_calibration_args(q)
     q.add_argument("--observer", default="minmax", help="minmax, moving_average, percentile, entropy, mse")
     q.add_argument("--skip", help="comma-separated layers kept float (ONNX node names or conv2d_N)")
     q.add_argument("--skip-op", action="append", choices=["conv2d", "matmul"], help="op type kept float")

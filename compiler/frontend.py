@@ -7,7 +7,6 @@ from typing import Mapping, Sequence, Union
 import numpy as np
 import onnx
 import tvm
-from onnx import numpy_helper
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map

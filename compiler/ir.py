@@ -10,6 +10,17 @@ def bindings(func: relax.Function) -> list:
     return [b for block in func.body.blocks for b in block.bindings]
 
 
+def user_inputs(func: relax.Function) -> list:
+    """The parameters of ``func`` that are model inputs (the first ``num_input``; all without it)."""
+    count = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
+    return list(func.params[:count])
+
+
+def layer_names(func: relax.Function) -> list[str]:
+    """ONNX names of ``func``'s conv/matmul layers in order (``squeeze.layer_names``; empty if unknown)."""
+    return list(func.attrs["squeeze.layer_names"]) if func.attrs and "squeeze.layer_names" in func.attrs else []
+
+
 def op_name(expr) -> str:
     """``relax.nn.conv2d`` for a call of that op, else ``""``."""
     return getattr(expr.op, "name", "") if isinstance(expr, relax.Call) else ""

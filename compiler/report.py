@@ -9,6 +9,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from .ir import layer_names
+
 # Ops worth a row: those that carry weights or do the arithmetic.
 _LAYER_OPS = {
     "relax.nn.conv2d": "conv2d",
@@ -59,7 +61,7 @@ def layer_table(mod) -> list[dict]:
     A constant added to a layer's output (its bias) counts towards that layer's parameters.
     """
     func = mod["main"]
-    names = list(func.attrs["squeeze.layer_names"]) if func.attrs and "squeeze.layer_names" in func.attrs else []
+    names = layer_names(func)
     rows: list[dict] = []
     by_var: dict = {}
     counts: dict[str, int] = {}

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import tvm
-from tvm import s_tir
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir

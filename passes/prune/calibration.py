@@ -14,7 +14,7 @@ from tvm import relax
 
 from compiler.build import build
 from compiler.program import Program
-from passes.quantize.calibrate import _instrument
+from passes.quantize.calibrate import instrument
 from targets import get_target
 
 from .depgraph import DepGraph
@@ -35,7 +35,7 @@ class Runner:
     """
 
     def __init__(self, program: Program, watch: Sequence[relax.Var]) -> None:
-        mod = _instrument(program.mod, list(watch))
+        mod = instrument(program.mod, list(watch))
         self.vm = relax.VirtualMachine(build(Program(mod, {}, program.inputs, []), get_target("x86")), tvm.cpu())
         self.inputs = [s.name for s in program.inputs]
         self.names = list(program.params)

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
+from compiler.cli import add_calibration_args, calibration_source, log
 from compiler.errors import SqueezeError
 
 from .config import PruneConfig
@@ -20,20 +19,9 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         "nm:2:4, block:0.8,block=1x16, element:0.7")
 
 
-def calibration(args: argparse.Namespace):
-    """``--calib`` as a calibration source: an .npz path or an image folder."""
-    if not getattr(args, "calib", None):
-        return None
-    if Path(args.calib).is_dir():
-        from compiler.config import ImageFolder
-
-        return ImageFolder(args.calib, mean=args.calib_mean, std=args.calib_std, grayscale=args.calib_gray)
-    return args.calib
-
-
 def compile_config(args: argparse.Namespace) -> PruneConfig | None:
     """The PruneConfig of ``squeeze compile`` (None without ``--prune``)."""
-    return PruneConfig.parse(args.prune, calibration=calibration(args)) if args.prune else None
+    return PruneConfig.parse(args.prune, calibration=calibration_source(args)) if args.prune else None
 
 
 def add_command(sub, model_args) -> None:
@@ -51,10 +39,7 @@ def add_command(sub, model_args) -> None:
     p.add_argument("--macs", type=float, default=0.5, help="MAC fraction to remove with --ratio sensitivity")
     p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm")
     p.add_argument("--block", default="1x16", help="block shape (rows x columns) for --granularity block")
-    p.add_argument("--calib", help="calibration data: .npz (one array per input) or a folder of images")
-    p.add_argument("--calib-mean", type=_floats, default=(0.0, 0.0, 0.0), help="image normalization mean")
-    p.add_argument("--calib-std", type=_floats, default=(1.0, 1.0, 1.0), help="image normalization std")
-    p.add_argument("--calib-gray", action="store_true", help="read calibration images as grayscale")
+    add_calibration_args(p)
     p.add_argument("--no-reconstruct", action="store_true", help="skip the least-squares re-fit")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_prune)
@@ -72,9 +57,9 @@ def cmd_prune(args: argparse.Namespace) -> None:
         ratio = {**({"*": ratio} if not isinstance(ratio, str) and ratio > 0 else {}), **_layer_ratios(args.layer_ratio)}
     text = f"{args.granularity}:{args.nm}" if args.granularity == "nm" else args.granularity
     config = PruneConfig.parse(text, ratio=ratio, criterion=args.criterion, round_to=args.round_to,
-                               macs_target=args.macs, block=_block(args.block), calibration=calibration(args),
+                               macs_target=args.macs, block=_block(args.block), calibration=calibration_source(args),
                                reconstruct=False if args.no_reconstruct else None, seed=args.seed)
-    result = prune_model(args.model, config, dict(args.input_shape or []), log=_log)
+    result = prune_model(args.model, config, dict(args.input_shape or []), log=log)
     import onnx
 
     with atomic_path(args.output) as tmp:
@@ -88,7 +73,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
     else:
         rows = [{**r, "sparsity": f"{100 * r['sparsity']:.1f}%"} for r in s["layers"] if "sparsity" in r]
         print(format_table(rows, ["name", "sparsity", "dense_bytes", "sparse_bytes"]))
-    _log(f"wrote {args.output}")
+    log(f"wrote {args.output}")
 
 
 def annotate(rows: list[dict], summary: dict | None) -> list[str]:
@@ -145,14 +130,3 @@ def _block(text: str) -> tuple[int, int]:
     except ValueError:
         raise SqueezeError(f"--block '{text}' is not ROWSxCOLUMNS, e.g. 1x16") from None
     return a, b
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
-
-
-def _log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)

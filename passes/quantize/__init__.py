@@ -9,6 +9,7 @@ from tvm import relax
 
 from compiler.errors import SqueezeError
 from compiler.frontend import layer_calls
+from compiler.ir import layer_names, user_inputs
 from compiler.program import TensorSpec
 
 from ..registry import register_pass, user_errors
@@ -21,8 +22,7 @@ from .schemes import Scheme, parse_scheme
 
 
 def _input_specs(func: relax.Function) -> list[TensorSpec]:
-    num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
-    return [TensorSpec(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in func.params[:num_input]]
+    return [TensorSpec(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in user_inputs(func)]
 
 
 def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: bool, num_layers: int,
@@ -95,11 +95,6 @@ def quantize(
         return realize_module(mod, scheme, ranges, keep, means if bias_correction else None, observer)
 
     return transform
-
-
-def layer_names(func: relax.Function) -> list[str]:
-    """ONNX names of ``func``'s conv/matmul layers, in order (empty if unknown)."""
-    return list(func.attrs["squeeze.layer_names"]) if func.attrs and "squeeze.layer_names" in func.attrs else []
 
 
 def calibrated_ranges(mod: tvm.IRModule, scheme: Scheme, calibration: CalibrationSource, observer: str,

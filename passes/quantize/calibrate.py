@@ -11,6 +11,7 @@ import tvm
 from tvm import relax
 
 from compiler.errors import SqueezeError
+from compiler.ir import user_inputs
 from compiler.program import Program, TensorSpec
 
 from .observers import make_observer
@@ -114,8 +115,7 @@ def load_calibration(source: CalibrationSource, inputs: list[TensorSpec]) -> lis
 
 def observed_vars(func: relax.Function) -> list[relax.Var]:
     """The tensors calibration observes: float inputs and every float-valued op result of ``main``."""
-    num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
-    values = [v for v in func.params[:num_input] if str(v.ty.dtype) == "float32"]
+    values = [v for v in user_inputs(func) if str(v.ty.dtype) == "float32"]
     for block in func.body.blocks:
         for binding in block.bindings:
             ty = binding.var.ty
@@ -128,7 +128,7 @@ def _all_vars(func: relax.Function) -> list[relax.Var]:
     return list(func.params) + [b.var for blk in func.body.blocks for b in blk.bindings]
 
 
-def _instrument(mod: tvm.IRModule, watched: list[relax.Var]) -> tvm.IRModule:
+def instrument(mod: tvm.IRModule, watched: list[relax.Var]) -> tvm.IRModule:
     """A copy of ``mod`` whose ``main`` returns every watched tensor (matched by binding position)."""
     position = {v: i for i, v in enumerate(_all_vars(mod["main"]))}
     func = relax.transform.ToNonDataflow()(mod)["main"]
@@ -185,7 +185,7 @@ def calibrate_module(
         raise SqueezeError(str(err)) from None
     batches = load_calibration(data, inputs)
     watched = list(observers_of)
-    program = Program(_instrument(mod, watched), {}, inputs, [])
+    program = Program(instrument(mod, watched), {}, inputs, [])
     vm = relax.VirtualMachine(build(program, get_target("x86")), tvm.cpu())
     means = {v: ChannelMean() for v in watched}
     for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, leave=False):

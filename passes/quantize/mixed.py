@@ -10,7 +10,9 @@ from tvm import relax
 from compiler.frontend import layer_calls
 from compiler.program import Program
 
-from . import calibrated_ranges, layer_names, realize_module
+from compiler.ir import layer_names
+
+from . import calibrated_ranges, realize_module
 from .calibrate import CalibrationSource, load_calibration
 from .schemes import parse_scheme
 

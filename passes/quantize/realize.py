@@ -18,7 +18,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from compiler.ir import bindings, op_name, single_consumer, use_counts
+from compiler.ir import bindings, op_name, single_consumer, use_counts, user_inputs
 
 from .requantize import Requant, finish, requantize, rescale
 from .schemes import QuantSpec, Scheme
@@ -370,8 +370,7 @@ def realize_function(func: relax.Function, scheme: Scheme, ranges: dict, keep_fl
     """
     uses, consumer = use_counts(func)
     walk = _Walk(scheme, ranges, keep_float, uses, consumer, means)
-    num_input = int(func.attrs["num_input"]) if func.attrs and "num_input" in func.attrs else len(func.params)
-    params = list(func.params[:num_input])
+    params = user_inputs(func)
     with walk.bb.function("main", params, attrs=dict(func.attrs) if func.attrs else None):
         with walk.bb.dataflow():
             walk.env.update({p: p for p in params})
