@@ -1,7 +1,6 @@
 """Canonical forms that later passes and targets match on."""
 from __future__ import annotations
 
-import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_call_tir, is_const, is_op, rewrite_call, wildcard

@@ -1,5 +1,4 @@
 import numpy as np
-import onnx
 import pytest
 from graphs import GraphBuilder, small_cnn
 from onnx import helper, numpy_helper
