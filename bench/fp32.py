@@ -4,9 +4,10 @@ Usage: ``python bench/fp32.py [--models resnet18,mobilenetv2,efficientnet-lite0]
 [--trials N] [--db DIR] [--rounds R] [--runs K]``
 
 Batch 1, ``--threads`` threads for every engine (TVM_NUM_THREADS, ORT intra-op threads).
-The engines run interleaved: each round times ``--runs`` inferences of every engine in turn
-(the order rotates per round), so that load changes on a shared machine hit all engines
-alike; the table reports medians over all timed inferences. Every engine's output is first
+The engines run interleaved, each in its own worker process (:mod:`timing`): each round
+times ``--runs`` inferences of every engine in turn (the order rotates per round), so that
+load changes on a shared machine hit all engines alike; the table reports the median over
+rounds of each round's median. Every engine's output is first
 checked against ORT. ``--trials N`` tunes each model into ``DIR/<model>`` (reusing and
 extending a database already there) and adds a "tuned" column; with ``--trials 0`` an
 existing ``--db`` is only applied. Prints a markdown table and writes
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -47,14 +49,14 @@ os.environ["TVM_NUM_THREADS"] = str(ARGS.threads)  # before TVM starts its threa
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tvm  # noqa: E402
-from tvm import relax  # noqa: E402
 
+import compiler  # noqa: E402
 from compiler import zoo  # noqa: E402
-from compiler.build import build  # noqa: E402
 from compiler.frontend import import_onnx  # noqa: E402
 from compiler.pipeline import Recipe, run_passes  # noqa: E402
 from compiler.tune import tune  # noqa: E402
 from targets import get_target  # noqa: E402
+from timing import Engine, interleaved  # noqa: E402
 
 TOLERANCE = 1e-4  # max |out - ORT| relative to max |ORT|
 
@@ -70,69 +72,49 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def squeeze_engine(program, spec, database: Path | None):
-    """Compile ``program``; returns (run function, compile seconds)."""
+def squeeze_artifact(path: Path, database: Path | None, out: Path) -> tuple[Path, float]:
+    """Compile ``path`` for this host (with ``database`` if given) to ``out``; returns it and the seconds."""
     start = time.perf_counter()
-    vm = relax.VirtualMachine(build(program, spec, database), tvm.cpu())
+    art = compiler.compile(path, "x86", tuning_db=database)
     seconds = time.perf_counter() - start
-    main = vm["main"]
-    return (lambda x: main(x)), seconds
+    return art.save(out), seconds
 
 
-def bench_model(name: str, spec) -> dict:
+def bench_model(name: str, spec, work: Path) -> dict:
     """Compile, check and time one zoo model; returns its JSON record."""
     path = zoo.model_path(name)
     program = run_passes(import_onnx(path), Recipe.cleanups())
     shape = program.inputs[0].shape
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = ARGS.threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x}
-    reference = session.run(None, feed)[0]
-    record = {"model": name, "input_shape": list(shape), "engines": {}}
-
-    engines = {"ort": lambda _: session.run(None, feed)}
-    xt = tvm.runtime.tensor(x)
-    run, seconds = squeeze_engine(program, spec, None)
-    engines["untuned"] = run
-    record["engines"]["untuned"] = {"compile_s": round(seconds, 1)}
+    feed = {program.inputs[0].name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+    reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    record = {"model": name, "input_shape": list(shape), "engines": {"ort": {}}}
+    engines = {"ort": Engine(str(path))}
     database = ARGS.db / name if ARGS.db else None
+    variants = {"untuned": None}
     if database is not None and (ARGS.trials or database.is_dir()):
         if ARGS.trials:
             start = time.perf_counter()
             tune(program, spec, database, ARGS.trials, progress=True)
             record["tuning"] = {"trials": ARGS.trials, "seconds": round(time.perf_counter() - start)}
-        run, seconds = squeeze_engine(program, spec, database)
-        engines["tuned"] = run
-        record["engines"]["tuned"] = {"compile_s": round(seconds, 1), "database": str(database)}
-
-    for engine, fn in engines.items():
-        out = reference if engine == "ort" else fn(xt).numpy()
+        variants["tuned"] = database
+    for engine, db in variants.items():
+        artifact, seconds = squeeze_artifact(path, db, work / f"{name}.{engine}.tar")
+        out = next(iter(compiler.load(artifact).run(feed).values()))
         error = float(np.abs(out - reference).max() / np.abs(reference).max())
-        record["engines"].setdefault(engine, {})["rel_error"] = error
         if error > TOLERANCE:
             raise SystemExit(f"{name}/{engine}: output differs from ORT (relative error {error:.2e})")
+        engines[engine] = Engine(str(artifact))
+        record["engines"][engine] = {"compile_s": round(seconds, 1), "rel_error": error,
+                                     **({"database": str(db)} if db else {})}
 
-    times = {engine: [] for engine in engines}
-    order = list(engines)
-    for _ in range(3):  # warm-up
-        for engine in order:
-            engines[engine](xt)
-    for r in range(ARGS.rounds):
-        for engine in order[r % len(order):] + order[: r % len(order)]:
-            fn = engines[engine]
-            for _ in range(ARGS.runs):
-                start = time.perf_counter()
-                fn(xt)
-                times[engine].append(time.perf_counter() - start)
-    ort_ms = float(np.median(times["ort"])) * 1e3
-    for engine, samples in times.items():
-        median = float(np.median(samples)) * 1e3
+    samples = interleaved(engines, feed, ARGS.threads, ARGS.rounds, ARGS.runs)
+    ort_ms = float(np.median(samples["ort"]))
+    for engine, per_round in samples.items():
+        median = float(np.median(per_round))
         record["engines"][engine].update(
             median_ms=round(median, 3),
-            p10_ms=round(float(np.percentile(samples, 10)) * 1e3, 3),
-            p90_ms=round(float(np.percentile(samples, 90)) * 1e3, 3),
+            p10_ms=round(float(np.percentile(per_round, 10)), 3),
+            p90_ms=round(float(np.percentile(per_round, 90)), 3),
             vs_ort=round(median / ort_ms, 2),
         )
     return record
@@ -154,7 +136,8 @@ def table(records: list[dict]) -> str:
 
 def main() -> None:
     spec = get_target("x86")
-    records = [bench_model(name, spec) for name in ARGS.models.split(",")]
+    with tempfile.TemporaryDirectory(prefix="squeeze-fp32-bench-") as work:
+        records = [bench_model(name, spec, Path(work)) for name in ARGS.models.split(",")]
     result = {
         "machine": {"cpu": cpu_model(), "llvm_cpu": spec.target_json.get("mcpu"), "threads": ARGS.threads,
                     "date": time.strftime("%Y-%m-%d")},

@@ -14,18 +14,18 @@ For each model and batch size:
 * ONNX Runtime FP32, and ONNX Runtime INT8: ``quant_pre_process`` then ``quantize_static``
   (QDQ, per-channel s8 weights, u8 activations, same photos).
 
-Then, in one child process per thread count (``TVM_NUM_THREADS`` and ORT's intra-op
-threads equal), the four run interleaved: each round times every runner (median of a few
-runs), and the report gives medians over rounds, the paired per-round ratios of Squeeze
-INT8 to the others, GOP/s (2 ops per MAC) and the percentage of the int8 peak that
-``bench/vnni_peak.c`` measures on this machine (``vpdpbusd`` zmm, same thread count).
+Then, for each thread count (``TVM_NUM_THREADS`` and ORT's intra-op threads equal), the
+four run interleaved, each in its own worker process (:mod:`timing`): each round times every
+runner (median of a few runs), and the report gives medians over rounds, the paired
+per-round ratios of Squeeze INT8 to the others, GOP/s (2 ops per MAC) and the percentage of
+the int8 peak that ``bench/vnni_peak.c`` measures on this machine (``vpdpbusd`` zmm, same
+thread count).
 The machine load (``/proc/loadavg``) is recorded before and after.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -39,6 +39,8 @@ import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from timing import Engine, interleaved  # noqa: E402
 
 MODELS = ("resnet18", "mobilenetv2", "efficientnet-lite0")
 RUNNERS = ("squeeze_int8", "squeeze_fp32", "ort_fp32", "ort_int8")
@@ -139,42 +141,6 @@ def vnni_peak(threads: int, work: Path) -> float | None:
     return float(out.stdout) if out.returncode == 0 else None
 
 
-def measure(cases: dict, threads: int, rounds: int) -> dict:
-    """Child process: time the four runners of every case, interleaved round by round."""
-    import onnxruntime as ort
-
-    import compiler
-
-    results = {}
-    for tag, case in cases.items():
-        files, batch = case["files"], case["batch"]
-        x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
-        run = {}
-        for key in ("squeeze_int8", "squeeze_fp32"):
-            module = compiler.load(files[key])
-            args = module._arguments({"input": x})
-            run[key] = (lambda m: lambda: m["main"](*args))(module._vm)
-        for key in ("ort_fp32", "ort_int8"):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-            sess = ort.InferenceSession(files[key], options, providers=["CPUExecutionProvider"])
-            run[key] = (lambda s: lambda: s.run(None, {"input": x}))(sess)
-        samples = {k: [] for k in RUNNERS}
-        for fn in run.values():
-            for _ in range(3):
-                fn()
-        for _ in range(rounds):
-            for key in RUNNERS:
-                times = []
-                for _ in range(RUNS_PER_ROUND):
-                    start = time.perf_counter()
-                    run[key]()
-                    times.append(time.perf_counter() - start)
-                samples[key].append(statistics.median(times) * 1e3)
-        results[tag] = samples
-    return results
-
-
 def report(cases: dict, timings: dict, peaks: dict, loads: list[str]) -> str:
     """Markdown tables: medians, paired ratios, GOP/s and % of the int8 peak."""
     lines = ["| model | batch | threads | Squeeze INT8 ms | Squeeze FP32 ms | ORT FP32 ms | ORT INT8 ms | "
@@ -208,13 +174,7 @@ def main() -> None:
     p.add_argument("--fp32-db", type=Path, help="directory of per-model FP32 tuning databases (bench/fp32.py --db)")
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--out", help="also write the report (markdown) to this file")
-    p.add_argument("--measure", help=argparse.SUPPRESS)  # child mode: JSON file of cases
     args = p.parse_args()
-    if args.measure:
-        cases = json.loads(Path(args.measure).read_text())
-        threads = int(os.environ["TVM_NUM_THREADS"])
-        print(json.dumps(measure(cases, threads, args.rounds)))
-        return
     work = Path(tempfile.mkdtemp(prefix="squeeze-int8-bench-"))
     cases = {}
     for name in args.models.split(","):
@@ -222,16 +182,20 @@ def main() -> None:
             print(f"preparing {name} batch {batch}", flush=True)
             case = prepare(name, batch, work, args.int8_trials, args.fp32_db, print)
             cases[f"{name}-b{batch}"] = {**case, "model": name, "batch": batch}
-    spec = work / "cases.json"
-    spec.write_text(json.dumps(cases))
     loads = [Path("/proc/loadavg").read_text().split()[0]]
     timings, peaks = {}, {}
     for threads in map(int, args.threads.split(",")):
         peaks[threads] = vnni_peak(threads, work)
-        env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-        out = subprocess.run([sys.executable, __file__, "--measure", str(spec), "--rounds", str(args.rounds)],
-                             env=env, capture_output=True, text=True, check=True)
-        timings[threads] = json.loads(out.stdout.strip().splitlines()[-1])
+        timings[threads] = {}
+        for tag, case in cases.items():
+            print(f"timing {tag} on {threads} thread(s)", flush=True)
+            x = np.random.default_rng(0).standard_normal((case["batch"], 3, 224, 224)).astype(np.float32)
+            engines = {k: Engine(case["files"][k]) for k in RUNNERS}
+            timings[threads][tag] = interleaved(engines, {"input": x}, threads, args.rounds, RUNS_PER_ROUND)
+    (Path(__file__).parent / "results").mkdir(exist_ok=True)
+    (Path(__file__).parent / "results" / "int8_x86.json").write_text(json.dumps(
+        {"cases": cases, "timings_ms": timings, "peaks_gops": peaks, "load": loads,
+         "date": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
     loads.append(Path("/proc/loadavg").read_text().split()[0])
     text = report(cases, timings, peaks, loads)
     print(text)

@@ -141,7 +141,7 @@ def _split_tile(sch: s_tir.Schedule, loop: LoopRV, inner: int, max_inner: int) -
 
 
 def _schedule_conv2d(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
-    """Loops ``b, y, x, g, o | ry, rx, rc`` → ``b, par(g, o_out, y), x_out | ry, rx, rc_out |
+    """Loops ``b, y, x, g, o | ry, rx, rc`` → ``b, par(y, g, o_out), x_out | ry, rx, rc_out |
     x_in, o_vec, [o_lane, rc_in] = intrinsic`` with the padding stage computed per image, or
     ``par(g, o_out, b, y), ...`` when the weights are larger than an image."""
     pads, store = _around(sch, block)
@@ -155,15 +155,18 @@ def _schedule_conv2d(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
     ovec, ol = sch.split(o, [None, isa.lanes])
     oo, ov = _split_tile(sch, ovec, tile.nvec, MAX_TILE_VECTORS)
     rco, rci = sch.split(rc, [None, isa.group])
-    if _nbytes(sch.get(block).reads[1].source) > _nbytes(sch.get(block).reads[0].source) // extents(sch, [b])[0]:
-        # Weights outweigh an image: each block of them serves the whole batch while cached.
+    weight_bytes = _nbytes(sch.get(block).reads[1].source)
+    image_bytes = _nbytes(sch.get(block).reads[0].source) // extents(sch, [b])[0]
+    if weight_bytes > image_bytes:
+        # Weights outweigh an image: each thread takes a share of them, which serves the
+        # whole batch while cached.
         sch.reorder(g, oo, b, y, xo, ry, rx, rco, xi, ov, ol, rci)
         sch.parallel(sch.fuse(g, oo, b, y))
         for pad in pads:
             _schedule_spatial(sch, pad, 64)
-    else:  # image by image, the padded copy of one image still in cache when the conv reads it
-        sch.reorder(b, g, oo, y, xo, ry, rx, rco, xi, ov, ol, rci)
-        sch.parallel(sch.fuse(g, oo, y))
+    else:  # image by image, each thread on a band of rows that it padded itself
+        sch.reorder(b, y, g, oo, xo, ry, rx, rco, xi, ov, ol, rci)
+        sch.parallel(sch.fuse(y, g, oo))
         for pad in pads:
             sch.compute_at(pad, b, preserve_unit_loops=True)
             _schedule_spatial(sch, pad, 64, shared=1)
