@@ -107,3 +107,33 @@ def test_toml_recipe_prunes(tmp_path):
     recipe.write_text('[prune]\ngranularity = "filter"\nratio = 0.5\ncriterion = "l2"\n\n[[pass]]\nname = "fold_bn"\n')
     summary = compiler.compile(model, recipe=recipe).manifest.summary["prune"]
     assert summary["criterion"] == "l2" and [g["kept"] for g in summary["groups"]] == [4, 6]
+
+
+def _two_branches() -> tuple[onnx.ModelProto, tuple]:
+    """out = conv(relu(conv(x))) + conv(relu(conv(x))): each branch's inner channels prunable."""
+    from graphs import GraphBuilder
+
+    g = GraphBuilder(5)
+    x = g.op("Relu", [g.conv("input", 3, 8)])
+    a = g.conv(g.op("Relu", [g.conv(x, 8, 12)]), 12, 8)
+    b = g.conv(g.op("Relu", [g.conv(x, 8, 12)]), 12, 8)
+    return g.model({"input": (1, 3, 8, 8)}, g.op("Add", [a, b]), (1, 8, 8, 8)), (1, 3, 8, 8)
+
+
+def test_refit_absorbs_the_other_branch_error(monkeypatch):
+    from passes.prune import reconstruct
+
+    model, shape = _two_branches()
+    _, program, graph, _ = analyze(model)
+    t = graph.tracer
+    last_a, last_b = graph.layers[2].var, graph.layers[4].var
+    partners = [reconstruct.residual_branch(t, layer) for layer in graph.layers]
+    assert [p is not None for p in partners] == [False, False, True, False, True]
+    assert t.shape(partners[2]) == t.shape(last_b) and t.shape(partners[4]) == t.shape(last_a)
+    calib = {"input": np.concatenate([b["input"] for b in _inputs(shape, 32, 0)])}
+    config = PruneConfig("filter", {g.name: 0.5 for g in graph.groups[1:]}, "l1", calibration=calib)  # inner
+    batches = _inputs(shape, 32, 0)
+    joint = _error(prune_model(model, config).onnx, model, batches)
+    monkeypatch.setattr(reconstruct, "residual_branch", lambda tracer, layer: None)
+    separate = _error(prune_model(model, config).onnx, model, batches)
+    assert joint < 0.95 * separate

@@ -26,17 +26,31 @@ def initializer_names(proto: onnx.ModelProto) -> dict[str, str]:
     return {t.name.removeprefix("onnx::"): t.name for t in proto.graph.initializer}
 
 
-class _TracingImporter(ONNXGraphImporter):
-    """The Relax ONNX importer, recording the expression each node converts to."""
+def _traced_import(proto: onnx.ModelProto, program: Program) -> tuple[relax.Function, list[tuple[str, relax.Expr]]]:
+    """Import ``proto`` as :func:`compiler.frontend.import_onnx` does, and return ``main`` with,
+    per ONNX node in order, its name and the expression the importer converted it to.
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.converted: list[tuple[str, relax.Expr]] = []
+    This is the only place that touches a TVM private API: it overrides
+    ``ONNXGraphImporter._convert_operator``, the one hook that sees each node's name next to
+    its result. The alternatives are worse: the importer attaches no spans or node names to
+    bindings; declaring every node output a graph output changes what is emitted (converters
+    return unbound calls, which the output tuple would bind a second time); importing each node
+    prefix separately costs one import per node. :func:`node_names` checks that the traced
+    import lines up with ``program`` binding for binding and returns an empty map otherwise, so
+    a change of this private method shows up as a missing mapping, never as a wrong one.
+    """
+    converted: list[tuple[str, relax.Expr]] = []
 
-    def _convert_operator(self, op_name, inputs, attrs, opset):
-        sym = super()._convert_operator(op_name, inputs, attrs, opset)
-        self.converted.append((attrs["tvm_custom"]["name"], sym))
-        return sym
+    class Tracing(ONNXGraphImporter):
+        def _convert_operator(self, op_name, inputs, attrs, opset):
+            sym = super()._convert_operator(op_name, inputs, attrs, opset)
+            converted.append((attrs["tvm_custom"]["name"], sym))
+            return sym
+
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    importer = Tracing({s.name: list(s.shape) for s in program.inputs},
+                       {s.name: s.dtype for s in program.inputs}, keep_params_in_input=True)
+    return relax.frontend.detach_params(importer.from_onnx(proto.graph, opset))[0]["main"], converted
 
 
 def _op_names(func: relax.Function) -> list[str]:
@@ -52,17 +66,14 @@ def node_names(proto: onnx.ModelProto, program: Program) -> dict[int, str]:
     result is computed from it. Returns an empty dict when the traced import does not line up
     with ``program``.
     """
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    importer = _TracingImporter({s.name: list(s.shape) for s in program.inputs},
-                                {s.name: s.dtype for s in program.inputs}, keep_params_in_input=True)
-    traced = relax.frontend.detach_params(importer.from_onnx(proto.graph, opset))[0]["main"]
+    traced, converted = _traced_import(proto, program)
     if _op_names(traced) != _op_names(program.mod["main"]):
         return {}
     bindings = [b for blk in traced.body.blocks for b in blk.bindings]
     position = {b.var: i for i, b in enumerate(bindings)}
     results: list[tuple[str, list[int]]] = []
     owner: dict[int, str] = {}
-    for name, sym in importer.converted:
+    for name, sym in converted:
         exprs = sym.fields if isinstance(sym, relax.Tuple) else [sym]
         hits = [i for i, b in enumerate(bindings)
                 if i not in owner and any(b.value.same_as(e) or b.var.same_as(e) for e in exprs)]

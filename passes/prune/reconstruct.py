@@ -5,8 +5,11 @@ squares so that, on calibration data, its output from the pruned network's activ
 the original layer's output (ThiNet, Luo et al. 2017; channel pruning, He et al. 2017). An
 intercept is fitted too and folded into the layer's bias or its BatchNorm mean, which recovers
 the constant contribution of removed channels. Consumers are handled in graph order, each
-seeing the already re-fitted layers before it. BatchNorms after consumers that could not be
-re-fitted (grouped convs) get their statistics re-estimated instead.
+seeing the already re-fitted layers before it, so each one also corrects the error that
+pruning left upstream. A layer whose result is summed with another branch (a residual add)
+also absorbs that branch's current error: its target is the original sum minus the branch as
+the pruned network computes it (He et al. 2017, multi-branch case). BatchNorms after
+consumers that could not be re-fitted (grouped convs) get their statistics re-estimated instead.
 
 Everything runs at the original sizes with the removed channels zeroed, which computes exactly
 what the pruned network computes; removed rows stay zero.
@@ -16,11 +19,14 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import tvm
+from tvm import relax
 
 from compiler.program import Program
 
 from .calibration import Batch, Runner
 from .depgraph import DepGraph, Layer, Plan
+from .tracer import Tracer
 from .surgery import masked_params
 
 
@@ -28,6 +34,23 @@ def consumers(graph: DepGraph, plan: Plan) -> list[Layer]:
     """Layers whose input channels ``plan`` removes, in graph order."""
     removed = graph.removed(plan)
     return [layer for layer in graph.layers if graph.comp.get(layer.k_slot) in removed]
+
+
+def residual_branch(tracer: Tracer, layer: Layer) -> relax.Var | None:
+    """The other operand of the residual add that ``layer``'s result flows into (through
+    broadcast adds such as its bias), or None: the first add along the single-user chain
+    whose other operand has the full shape of the layer's result."""
+    var, full = layer.var, tracer.shape(layer.var)
+    while len(tracer.users.get(var, [])) == 1:
+        binding = tracer.bindings[tracer.users[var][0]]
+        call = binding.value
+        if not isinstance(call, relax.Call) or not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.add":
+            return None
+        other = call.args[1] if call.args[0].same_as(var) else call.args[0]
+        if isinstance(other, relax.Var) and tracer.shape(other) == full:
+            return other
+        var = binding.var
+    return None
 
 
 def refittable(layer: Layer) -> bool:
@@ -118,8 +141,9 @@ def _write(params: dict, graph: DepGraph, problem: _Problem, solution: np.ndarra
 class Refitter:
     """Least-squares re-fit of the consumers of removed channels, reusable across plans.
 
-    The program is compiled once, watching the input and output of every re-fittable layer;
-    targets (the original layers' outputs at sampled positions) are measured once.
+    The program is compiled once, watching the input and output of every re-fittable layer
+    and the residual branch it is summed with; targets (the original layers' outputs and
+    branches at sampled positions) are measured once.
 
     Parameters
     ----------
@@ -139,7 +163,14 @@ class Refitter:
                  ridge: float = 1e-3, seed: int = 0) -> None:
         self.graph, self.batches, self.ridge = graph, list(batches), ridge
         self.layers = [layer for layer in graph.layers if refittable(layer)]
-        self.runner = Runner(program, [v for layer in self.layers for v in (layer.data, layer.var)])
+        branches = {layer.index: residual_branch(graph.tracer, layer) for layer in self.layers}
+        self.branch = {}  # layer index -> position of its residual branch among the watched tensors
+        watch = [v for layer in self.layers for v in (layer.data, layer.var)]
+        for index, var in branches.items():
+            if var is not None:
+                self.branch[index] = len(watch)
+                watch.append(var)
+        self.runner = Runner(program, watch)
         rng = np.random.default_rng(seed)
         self.samples = {}
         for layer in self.layers:
@@ -147,11 +178,14 @@ class Refitter:
             positions = int(np.prod(shape)) // shape[1 if layer.op == "conv2d" else -1]
             per_batch = min(positions, -(-max_rows // len(self.batches)))
             self.samples[layer.index] = [rng.choice(positions, per_batch, replace=False) for _ in self.batches]
-        self.targets = {layer.index: [] for layer in self.layers}
-        for i, outs in enumerate(list(self.runner.run(self.batches, program.params))):
-            for layer, y in zip(self.layers, outs[1::2]):
-                self.targets[layer.index].append(_rows(y, layer, self.samples[layer.index][i]))
-        self.targets = {k: np.concatenate(v) for k, v in self.targets.items()}
+        original = list(self.runner.run(self.batches, program.params))
+        self.targets = {layer.index: self._rows(original, layer, 2 * j + 1) for j, layer in enumerate(self.layers)}
+        self.branches = {layer.index: self._rows(original, layer, self.branch[layer.index])
+                         for layer in self.layers if layer.index in self.branch}
+
+    def _rows(self, outs: list[list[np.ndarray]], layer: Layer, k: int) -> np.ndarray:
+        """Watched tensor ``k`` over all batches at ``layer``'s sampled output positions."""
+        return np.concatenate([_rows(o[k], layer, self.samples[layer.index][i]) for i, o in enumerate(outs)])
 
     def __call__(self, plan: Plan, params: Mapping[str, np.ndarray],
                  log: Callable[[str], None] | None = None) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -166,11 +200,15 @@ class Refitter:
             if layer.index not in todo:
                 continue
             kept_in = next(k for axis, k in kept[layer.weight] if axis == layer.in_axis)
-            problem = _Problem(layer, kept_in, self.samples[layer.index], self.targets[layer.index])
             # run everything first: interleaving TVM's thread pool with BLAS calls stalls both
-            acts = [(outs[2 * j], outs[2 * j + 1]) for outs in self.runner.run(self.batches, current)]
-            for i, (x, y) in enumerate(acts):
-                problem.add(x, y, i)
+            keep = [2 * j, 2 * j + 1] + ([self.branch[layer.index]] if layer.index in self.branch else [])
+            outs = [[o[k] for k in keep] for o in self.runner.run(self.batches, current)]
+            target = self.targets[layer.index]
+            if layer.index in self.branch:  # absorb the residual branch's error
+                target = target + self.branches[layer.index] - self._rows(outs, layer, 2)
+            problem = _Problem(layer, kept_in, self.samples[layer.index], target)
+            for i, o in enumerate(outs):
+                problem.add(o[0], o[1], i)
             solution, before, after = problem.solve(self.ridge)
             _write(current, self.graph, problem, solution)
             records.append({"layer": layer.name, "error_before": round(before, 4), "error_after": round(after, 4)})
