@@ -13,7 +13,8 @@ Usage: ``python bench/prune.py [--quick] [--only fmnist,resnet18,efficientnet,de
 * ``dense``: a 1024×1024 dense layer at 80 % block sparsity (1×16 and 4×4 blocks) as a BSR
   kernel against the same layer dense (Squeeze and ORT), batch 1 and 16.
 
-Timings interleave the engines in rounds within one process (medians of all timed runs).
+Timings interleave the engines in rounds, each engine in its own worker process
+(:mod:`timing`; medians over rounds).
 Prints markdown tables and writes ``bench/results/prune.json``.
 """
 from __future__ import annotations
@@ -25,12 +26,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("TVM_NUM_THREADS", "2")
+THREADS = int(os.environ["TVM_NUM_THREADS"])
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
@@ -42,6 +43,7 @@ from compiler import zoo  # noqa: E402
 from compiler.zoo.photos import calibration_photos, photos  # noqa: E402
 from passes.prune import PruneConfig, prune_model  # noqa: E402
 from quant import agreement, table  # noqa: E402
+from timing import Engine, interleaved  # noqa: E402
 
 CRITERIA = ("l1", "l2", "fpgm", "apoz", "variance", "reconstruction", "random")  # bn_scale: BN folded
 RATIOS = (0.3, 0.5)
@@ -59,20 +61,16 @@ def load(art) -> compiler.Module:
     return compiler.load(art.save(path))
 
 
-def interleaved(engines: dict[str, Callable[[], object]], rounds: int, runs: int) -> dict[str, float]:
-    """Median ms per engine, timing ``runs`` calls of each engine per round, order rotating."""
-    times = {k: [] for k in engines}
-    order = list(engines)
-    for fn in engines.values():
-        for _ in range(3):
-            fn()
-    for r in range(rounds):
-        for k in order[r % len(order):] + order[:r % len(order)]:
-            for _ in range(runs):
-                start = time.perf_counter()
-                engines[k]()
-                times[k].append(time.perf_counter() - start)
-    return {k: round(float(np.median(v)) * 1e3, 3) for k, v in times.items()}
+def timed(engines: dict[str, object], inputs: dict[str, np.ndarray], rounds: int, runs: int) -> dict[str, float]:
+    """Median ms per engine (Squeeze artifacts or ONNX models), each in its own worker process."""
+    with tempfile.TemporaryDirectory(prefix="squeeze-prune-bench-") as work:
+        paths = {}
+        for i, (name, engine) in enumerate(engines.items()):
+            path = Path(work) / (f"{i}.onnx" if isinstance(engine, onnx.ModelProto) else f"{i}.tar")
+            onnx.save(engine, path) if isinstance(engine, onnx.ModelProto) else engine.save(path)
+            paths[name] = Engine(str(path))
+        samples = interleaved(paths, inputs, THREADS, rounds, runs)
+    return {k: round(float(np.median(v)), 3) for k, v in samples.items()}
 
 
 def fmnist(quick: bool) -> tuple[dict, str]:
@@ -137,11 +135,8 @@ def resnet18(quick: bool) -> tuple[dict, str]:
     quant = compiler.QuantConfig("int8", calibration=calib)
     arts = {"fp32": compiler.compile(model), "fp32 pruned": compiler.compile(model, prune=config),
             "int8": compiler.compile(model, quantize=quant), "int8 pruned": compiler.compile(model, prune=config, quantize=quant)}
-    modules = {k: load(a) for k, a in arts.items()}
-    sessions = {"ort fp32": session(model), "ort fp32 pruned": session(pruned.onnx)}
-    engines = {k: (lambda m=m: m.run({"input": x})) for k, m in modules.items()}
-    engines.update({k: (lambda s=s: s.run(None, {"input": x})) for k, s in sessions.items()})
-    ms = interleaved(engines, rounds=4 if quick else 10, runs=5)
+    engines = {**arts, "ort fp32": onnx.load(model), "ort fp32 pruned": pruned.onnx}
+    ms = timed(engines, {"input": x}, rounds=4 if quick else 10, runs=5)
     speed = {k: round(ms[k] / ms[f"{k} pruned"], 2) for k in ("fp32", "int8", "ort fp32")}
     result = {"macs_before": s["macs_before"], "macs_after": s["macs_after"], "mac_reduction": round(mac_ratio, 2),
               "ms": ms, "speedup": speed,
@@ -194,17 +189,15 @@ def dense(quick: bool) -> tuple[dict, str]:
     for m in (1, 16):
         model = dense_layer(m)
         x = {"input": np.random.default_rng(1).standard_normal((m, 1024)).astype(np.float32)}
-        engines = {"squeeze dense": load(compiler.compile(model)), "ort dense": session(model)}
+        engines = {"squeeze dense": compiler.compile(model), "ort dense": model}
         for block in ((1, 16), (4, 4)):
             config = PruneConfig("block", 0.8, block=block)
-            engines[f"squeeze bsr {block[0]}x{block[1]}"] = load(compiler.compile(model, prune=config))
-            sparse = next(iter(engines[f"squeeze bsr {block[0]}x{block[1]}"].run(x).values()))
+            engines[f"squeeze bsr {block[0]}x{block[1]}"] = compiler.compile(model, prune=config)
+            sparse = next(iter(load(engines[f"squeeze bsr {block[0]}x{block[1]}"]).run(x).values()))
             expected = session(prune_model(model, config).onnx).run(None, x)[0]
             assert np.abs(sparse - expected).max() <= 1e-4 * np.abs(expected).max(), "BSR output differs"
-        calls = {k: (lambda e=e: e.run(None, x)) if isinstance(e, ort.InferenceSession) else (lambda e=e: e.run(x))
-                 for k, e in engines.items()}
-        ms = interleaved(calls, rounds=5 if quick else 20, runs=50)
-        vm = {k: e.benchmark(x, repeat=200)["median_ms"] for k, e in engines.items() if k.startswith("squeeze")}
+        ms = timed(engines, x, rounds=5 if quick else 20, runs=50)
+        vm = {k: load(e).benchmark(x, repeat=200)["median_ms"] for k, e in engines.items() if k.startswith("squeeze")}
         result[f"batch {m}"] = {"api_ms": ms, "vm_ms": vm}
         for k in ms:
             if "bsr" in k:
