@@ -192,8 +192,8 @@ def main() -> None:
             x = np.random.default_rng(0).standard_normal((case["batch"], 3, 224, 224)).astype(np.float32)
             engines = {k: Engine(case["files"][k]) for k in RUNNERS}
             timings[threads][tag] = interleaved(engines, {"input": x}, threads, args.rounds, RUNS_PER_ROUND)
-    (Path(__file__).parent / "results").mkdir(exist_ok=True)
-    (Path(__file__).parent / "results" / "int8_x86.json").write_text(json.dumps(
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "int8_x86.json").write_text(json.dumps(
         {"cases": cases, "timings_ms": timings, "peaks_gops": peaks, "load": loads,
          "date": time.strftime("%Y-%m-%d")}, indent=1) + "\n")
     loads.append(Path("/proc/loadavg").read_text().split()[0])

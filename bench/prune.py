@@ -66,8 +66,11 @@ def timed(engines: dict[str, object], inputs: dict[str, np.ndarray], rounds: int
     with tempfile.TemporaryDirectory(prefix="squeeze-prune-bench-") as work:
         paths = {}
         for i, (name, engine) in enumerate(engines.items()):
-            path = Path(work) / (f"{i}.onnx" if isinstance(engine, onnx.ModelProto) else f"{i}.tar")
-            onnx.save(engine, path) if isinstance(engine, onnx.ModelProto) else engine.save(path)
+            if isinstance(engine, onnx.ModelProto):
+                path = Path(work) / f"{i}.onnx"
+                onnx.save(engine, path)
+            else:
+                path = engine.save(Path(work) / f"{i}.tar")
             paths[name] = Engine(str(path))
         samples = interleaved(paths, inputs, THREADS, rounds, runs)
     return {k: round(float(np.median(v)), 3) for k, v in samples.items()}
@@ -190,14 +193,17 @@ def dense(quick: bool) -> tuple[dict, str]:
         model = dense_layer(m)
         x = {"input": np.random.default_rng(1).standard_normal((m, 1024)).astype(np.float32)}
         engines = {"squeeze dense": compiler.compile(model), "ort dense": model}
+        modules = {"squeeze dense": load(engines["squeeze dense"])}
         for block in ((1, 16), (4, 4)):
             config = PruneConfig("block", 0.8, block=block)
-            engines[f"squeeze bsr {block[0]}x{block[1]}"] = compiler.compile(model, prune=config)
-            sparse = next(iter(load(engines[f"squeeze bsr {block[0]}x{block[1]}"]).run(x).values()))
+            name = f"squeeze bsr {block[0]}x{block[1]}"
+            engines[name] = compiler.compile(model, prune=config)
+            modules[name] = load(engines[name])
+            sparse = next(iter(modules[name].run(x).values()))
             expected = session(prune_model(model, config).onnx).run(None, x)[0]
             assert np.abs(sparse - expected).max() <= 1e-4 * np.abs(expected).max(), "BSR output differs"
         ms = timed(engines, x, rounds=5 if quick else 20, runs=50)
-        vm = {k: load(e).benchmark(x, repeat=200)["median_ms"] for k, e in engines.items() if k.startswith("squeeze")}
+        vm = {k: m.benchmark(x, repeat=200)["median_ms"] for k, m in modules.items()}
         result[f"batch {m}"] = {"api_ms": ms, "vm_ms": vm}
         for k in ms:
             if "bsr" in k:

@@ -89,7 +89,7 @@ def interleaved(engines: dict[str, Engine], inputs: dict[str, np.ndarray], threa
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
                    for name, e in engines.items()}
         try:
-            for name, worker in workers.items():  # loaded one at a time, then stopped
+            for name, worker in workers.items():  # each stopped as soon as it is ready
                 if worker.stdout.readline().strip() != "ready":
                     raise RuntimeError(f"timing worker for {name} ({engines[name].path}) failed to start")
                 worker.send_signal(signal.SIGSTOP)
