@@ -1,4 +1,5 @@
-"""Shared helpers for quantization tests: compile a Program, run it, ORT's quantize_static."""
+"""Shared helpers for quantization tests: compile a Program, run it, ORT's quantize_static, and
+numpy integer references for the integer layers."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,12 @@ import tvm
 from tvm import relax
 
 from compiler.build import build
+from passes.quantize.realize import QOutput, QTensor, integer_layer
+from passes.quantize.requantize import Requant, requantize_reference
+from passes.quantize.schemes import QuantSpec
 from targets import get_target
+
+U8 = QuantSpec(8, symmetric=False)
 
 
 def runner(program):
@@ -49,3 +55,48 @@ def integer_ops(mod) -> tuple[int, int]:
 
 def load(path) -> onnx.ModelProto:
     return onnx.load(str(path))
+
+
+def numpy_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, dilation: int, groups: int, pad_value: int):
+    """int64 direct convolution (NCHW, OIHW) by explicit windows."""
+    n, c, h, wd = x.shape
+    o, ipg, kh, kw = w.shape
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=pad_value)
+    oh = (h + 2 * pad - dilation * (kh - 1) - 1) // stride + 1
+    ow = (wd + 2 * pad - dilation * (kw - 1) - 1) // stride + 1
+    out = np.zeros((n, o, oh, ow), np.int64)
+    opg = o // groups
+    for oc in range(o):
+        g = oc // opg
+        for i in range(kh):
+            for j in range(kw):
+                patch = xp[:, g * ipg:(g + 1) * ipg, i * dilation:i * dilation + stride * oh:stride,
+                           j * dilation:j * dilation + stride * ow:stride]
+                out[:, oc] += np.einsum("nchw,c->nhw", patch, w[oc, :, i, j].astype(np.int64))
+    return out
+
+
+def matmul_layer_case(shape: tuple[int, ...], n_out: int, weight_low: int, seed: int):
+    """An integer matmul layer ``x[shape] (uint8, zero point 100) @ W[K, n_out]`` and its expected codes.
+
+    Returns ``(x, body, x_codes, want)``: the input var, a function emitting the layer (for a
+    BlockBuilder dataflow block), random input codes and the numpy integer reference's output.
+    Weight codes are drawn from ``[weight_low, 127]``.
+    """
+    rng = np.random.default_rng(seed)
+    k = shape[-1]
+    x_codes = rng.integers(0, 256, shape).astype(np.uint8)
+    codes = rng.integers(weight_low, 128, (k, n_out)).astype(np.int8)
+    w_scale = rng.uniform(0.001, 0.01, n_out)
+    out = QOutput(scale=0.1, zero=128, lo=0, hi=255, dtype="uint8")
+    x = relax.Var("x", relax.TensorType(shape, "uint8"))
+    call = relax.BlockBuilder().normalize(relax.op.matmul(relax.Var("f", relax.TensorType(shape, "float32")),
+                                                          relax.const(np.zeros((k, n_out), np.float32))))
+
+    def body():
+        return integer_layer(call, QTensor(x, 0.03, 100, U8), codes, w_scale, None, out, False)
+
+    acc = x_codes.astype(np.int64) @ codes.astype(np.int64) - 100 * codes.astype(np.int64).sum(axis=0)
+    per_out = np.float32(0.03) * w_scale.astype(np.float32)
+    want = requantize_reference(acc.astype(np.int32), Requant(per_out / np.float32(0.1), 128, 0, 255, "uint8"), -1)
+    return x, body, x_codes, want

@@ -6,28 +6,7 @@ from tvm import relax
 
 from passes.quantize.realize import QOutput, QTensor, integer_layer
 from passes.quantize.requantize import Requant, requantize_reference
-from passes.quantize.schemes import QuantSpec
-
-U8 = QuantSpec(8, symmetric=False)
-
-
-def _numpy_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, dilation: int, groups: int, pad_value: int):
-    """int64 direct convolution (NCHW, OIHW) by explicit windows."""
-    n, c, h, wd = x.shape
-    o, ipg, kh, kw = w.shape
-    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=pad_value)
-    oh = (h + 2 * pad - dilation * (kh - 1) - 1) // stride + 1
-    ow = (wd + 2 * pad - dilation * (kw - 1) - 1) // stride + 1
-    out = np.zeros((n, o, oh, ow), np.int64)
-    opg = o // groups
-    for oc in range(o):
-        g = oc // opg
-        for i in range(kh):
-            for j in range(kw):
-                patch = xp[:, g * ipg:(g + 1) * ipg, i * dilation:i * dilation + stride * oh:stride,
-                           j * dilation:j * dilation + stride * ow:stride]
-                out[:, oc] += np.einsum("nchw,c->nhw", patch, w[oc, :, i, j].astype(np.int64))
-    return out
+from quant_utils import U8, matmul_layer_case, numpy_conv
 
 
 def _compile(fn_args, build_body):
@@ -72,7 +51,7 @@ def test_conv_layer_bit_exact(case, integer_only):
         return integer_layer(call, QTensor(x, xq_scale, xq_zero, U8), codes, w_scale, bias, out, integer_only)
 
     got = _compile([x], body)(tvm.runtime.tensor(x_codes)).numpy()
-    acc = _numpy_conv(x_codes, codes, stride, pad, dil, groups, pad_value=xq_zero)
+    acc = numpy_conv(x_codes, codes, stride, pad, dil, groups, pad_value=xq_zero)
     per_out = np.float32(xq_scale) * w_scale.astype(np.float32)
     acc = acc - xq_zero * codes.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1) \
         + np.round(bias / per_out).astype(np.int64).reshape(1, -1, 1, 1)
@@ -83,18 +62,6 @@ def test_conv_layer_bit_exact(case, integer_only):
 
 @pytest.mark.parametrize("shape", [(1, 17), (4, 33), (2, 5, 64)], ids=["vec", "batch", "batched3d"])
 def test_matmul_layer_bit_exact(shape):
-    rng = np.random.default_rng(len(shape))
-    k, n_out = shape[-1], 11
-    x_codes = rng.integers(0, 256, shape).astype(np.uint8)
-    codes = rng.integers(-127, 128, (k, n_out)).astype(np.int8)
-    w_scale = rng.uniform(0.001, 0.01, n_out)
-    out = QOutput(scale=0.1, zero=128, lo=0, hi=255, dtype="uint8")
-    x = relax.Var("x", relax.TensorType(shape, "uint8"))
-    call = relax.BlockBuilder().normalize(relax.op.matmul(relax.Var("f", relax.TensorType(shape, "float32")),
-                                                          relax.const(np.zeros((k, n_out), np.float32))))
-    got = _compile([x], lambda: integer_layer(call, QTensor(x, 0.03, 100, U8), codes, w_scale, None, out,
-                                              False))(tvm.runtime.tensor(x_codes)).numpy()
-    acc = x_codes.astype(np.int64) @ codes.astype(np.int64) - 100 * codes.astype(np.int64).sum(axis=0)
-    per_out = np.float32(0.03) * w_scale.astype(np.float32)
-    want = requantize_reference(acc.astype(np.int32), Requant(per_out / np.float32(0.1), 128, 0, 255, "uint8"), -1)
+    x, body, x_codes, want = matmul_layer_case(shape, 11, weight_low=-127, seed=len(shape))
+    got = _compile([x], body)(tvm.runtime.tensor(x_codes)).numpy()
     np.testing.assert_array_equal(got, want)

@@ -17,15 +17,13 @@ from compiler.profile import kernel_table
 from compiler.program import Program, TensorSpec
 from passes.quantize.realize import QOutput, QTensor, integer_layer
 from passes.quantize.requantize import Requant, requantize_reference
-from passes.quantize.schemes import QuantSpec
 from targets import get_target
 from targets.x86.int8 import AVX2, AVX512, VNNI, select_isa
 from targets.x86.int8.intrin import ISAS
 from targets.x86.int8.kernels import ConvShape, conv2d, pack_conv_weight, pack_matmul_weight, width_fold
 from targets.x86.int8.schedule import schedule_int8
-from test_integer_layer import _numpy_conv
+from quant_utils import U8, matmul_layer_case, numpy_conv
 
-U8 = QuantSpec(8, symmetric=False)
 TARGETS = ["x86-vnni", "x86-avx512", "x86-avx2"]
 
 
@@ -85,7 +83,7 @@ def test_conv_bit_exact(case, target):
         **attrs))
     program = _program(x, lambda: integer_layer(call, QTensor(x, 0.02, zero, U8), codes, w_scale, bias, out, False))
     got = _run(program, target, x_codes)
-    acc = _numpy_conv(x_codes, codes, stride, pad, dil, groups, pad_value=zero)
+    acc = numpy_conv(x_codes, codes, stride, pad, dil, groups, pad_value=zero)
     per_out = np.float32(0.02) * w_scale.astype(np.float32)
     acc = acc - zero * codes.astype(np.int64).sum(axis=(1, 2, 3)).reshape(1, -1, 1, 1) \
         + np.round(bias / per_out).astype(np.int64).reshape(1, -1, 1, 1)
@@ -98,20 +96,8 @@ def test_conv_bit_exact(case, target):
 @pytest.mark.parametrize("shape,n_out", [((1, 17), 11), ((4, 64), 1000), ((2, 5, 36), 24), ((3, 130), 16)],
                          ids=["vec", "fc", "batched3d", "k130"])
 def test_matmul_bit_exact(shape, n_out, target):
-    rng = np.random.default_rng(len(shape) + n_out)
-    k = shape[-1]
-    x_codes = rng.integers(0, 256, shape).astype(np.uint8)
-    codes = rng.integers(-128, 128, (k, n_out)).astype(np.int8)
-    w_scale = rng.uniform(0.001, 0.01, n_out)
-    out = QOutput(scale=0.1, zero=128, lo=0, hi=255, dtype="uint8")
-    x = relax.Var("x", relax.TensorType(shape, "uint8"))
-    call = relax.BlockBuilder().normalize(relax.op.matmul(relax.Var("f", relax.TensorType(shape, "float32")),
-                                                          relax.const(np.zeros((k, n_out), np.float32))))
-    program = _program(x, lambda: integer_layer(call, QTensor(x, 0.03, 100, U8), codes, w_scale, None, out, False))
-    got = _run(program, target, x_codes)
-    acc = x_codes.astype(np.int64) @ codes.astype(np.int64) - 100 * codes.astype(np.int64).sum(axis=0)
-    per_out = np.float32(0.03) * w_scale.astype(np.float32)
-    want = requantize_reference(acc.astype(np.int32), Requant(per_out / np.float32(0.1), 128, 0, 255, "uint8"), -1)
+    x, body, x_codes, want = matmul_layer_case(shape, n_out, weight_low=-128, seed=len(shape) + n_out)
+    got = _run(_program(x, body), target, x_codes)
     np.testing.assert_array_equal(got, want)
 
 
@@ -137,7 +123,7 @@ def test_conv_kernel_reads_either_layout(case, isa, layout):
     out = tvm.runtime.tensor(np.zeros((n, shape.out_height, shape.out_width, o), np.int32))
     lib(tvm.runtime.tensor(x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()),
         tvm.runtime.tensor(pack_conv_weight(weight, shape, ISAS[isa], layout)), out)
-    want = _numpy_conv(x, weight, stride, pad, dil, groups, pad_value=9).transpose(0, 2, 3, 1)
+    want = numpy_conv(x, weight, stride, pad, dil, groups, pad_value=9).transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(out.numpy(), want)
 
 
@@ -155,7 +141,7 @@ def test_signed_activations_are_shifted():
     x = relax.Var("x", relax.TensorType(x_codes.shape, "int8"))
     program = _program(x, lambda: relax.op.nn.conv2d(x, relax.const(codes), padding=[1] * 4, out_dtype="int32"))
     got = _run(program, "x86", x_codes)
-    np.testing.assert_array_equal(got, _numpy_conv(x_codes, codes, 1, 1, 1, 1, pad_value=0))
+    np.testing.assert_array_equal(got, numpy_conv(x_codes, codes, 1, 1, 1, 1, pad_value=0))
 
 
 @pytest.mark.parametrize("isa", [VNNI, AVX512, AVX2], ids=lambda i: i.name)

@@ -64,6 +64,11 @@ def crops(image: np.ndarray, scales: Sequence[float], anchors: Sequence[tuple[fl
     return np.stack(out)
 
 
+def _crop_set(scales: Sequence[float], anchors: Sequence[tuple[float, float]], flip: bool, size: int) -> np.ndarray:
+    """Preprocessed crops of every source photo, float32 N×3×size×size."""
+    return preprocess(np.concatenate([crops(img, scales, anchors, flip, size) for img in sources().values()]))
+
+
 def photos(size: int = 224) -> np.ndarray:
     """Evaluation set: centre and corner crops at two scales, each also mirrored (20 per photo).
 
@@ -72,8 +77,7 @@ def photos(size: int = 224) -> np.ndarray:
     np.ndarray
         float32 N×3×size×size, deterministic.
     """
-    return preprocess(np.concatenate([crops(img, EVAL_SCALES, EVAL_ANCHORS, True, size)
-                                      for img in sources().values()]))
+    return _crop_set(EVAL_SCALES, EVAL_ANCHORS, True, size)
 
 
 def calibration_photos(size: int = 224) -> np.ndarray:
@@ -84,5 +88,4 @@ def calibration_photos(size: int = 224) -> np.ndarray:
     np.ndarray
         float32 N×3×size×size, deterministic.
     """
-    return preprocess(np.concatenate([crops(img, CALIB_SCALES, CALIB_ANCHORS, False, size)
-                                      for img in sources().values()]))
+    return _crop_set(CALIB_SCALES, CALIB_ANCHORS, False, size)
