@@ -4,7 +4,7 @@ Usage: ``python bench/fp32.py [--models resnet18,mobilenetv2,efficientnet-lite0]
 [--trials N] [--db DIR] [--rounds R] [--runs K]``
 
 Batch 1, ``--threads`` threads for every engine (TVM_NUM_THREADS, ORT intra-op threads).
-The engines run interleaved, each in its own worker process (:mod:`timing`): each round
+The engines run interleaved, each in its own worker process (:mod:`compiler.timing`): each round
 times ``--runs`` inferences of every engine in turn (the order rotates per round), so that
 load changes on a shared machine hit all engines alike; the table reports the median over
 rounds of each round's median. Every engine's output is first
@@ -56,7 +56,7 @@ from compiler.frontend import import_onnx  # noqa: E402
 from compiler.pipeline import Recipe, run_passes  # noqa: E402
 from compiler.tune import tune  # noqa: E402
 from targets import get_target  # noqa: E402
-from timing import Engine, interleaved  # noqa: E402
+from compiler.timing import Engine, interleaved  # noqa: E402
 
 TOLERANCE = 1e-4  # max |out - ORT| relative to max |ORT|
 

@@ -15,7 +15,7 @@ For each model and batch size:
   (QDQ, per-channel s8 weights, u8 activations, same photos).
 
 Then, for each thread count (``TVM_NUM_THREADS`` and ORT's intra-op threads equal), the
-four run interleaved, each in its own worker process (:mod:`timing`): each round times every
+four run interleaved, each in its own worker process (:mod:`compiler.timing`): each round times every
 runner (median of a few runs), and the report gives medians over rounds, the paired
 per-round ratios of Squeeze INT8 to the others, GOP/s (2 ops per MAC) and the percentage of
 the int8 peak that ``bench/vnni_peak.c`` measures on this machine (``vpdpbusd`` zmm, same
@@ -40,7 +40,7 @@ import onnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from timing import Engine, interleaved  # noqa: E402
+from compiler.timing import Engine, interleaved  # noqa: E402
 
 MODELS = ("resnet18", "mobilenetv2", "efficientnet-lite0")
 RUNNERS = ("squeeze_int8", "squeeze_fp32", "ort_fp32", "ort_int8")

@@ -14,7 +14,7 @@ Usage: ``python bench/prune.py [--quick] [--only fmnist,resnet18,efficientnet,de
   kernel against the same layer dense (Squeeze and ORT), batch 1 and 16.
 
 Timings interleave the engines in rounds, each engine in its own worker process
-(:mod:`timing`; medians over rounds).
+(:mod:`compiler.timing`; medians over rounds).
 Prints markdown tables and writes ``bench/results/prune.json``.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from compiler import zoo  # noqa: E402
 from compiler.zoo.photos import calibration_photos, photos  # noqa: E402
 from passes.prune import PruneConfig, prune_model  # noqa: E402
 from quant import agreement, table  # noqa: E402
-from timing import Engine, interleaved  # noqa: E402
+from compiler.timing import Engine, interleaved  # noqa: E402
 
 CRITERIA = ("l1", "l2", "fpgm", "apoz", "variance", "reconstruction", "random")  # bn_scale: BN folded
 RATIOS = (0.3, 0.5)

@@ -4,7 +4,7 @@ Engines disturb each other on a small machine: the thread pool of one (TVM's or 
 Runtime's) keeps spinning on the cores for a while after its run, while the next one runs.
 Measured on this 2-core machine, ONNX Runtime INT8 ResNet-18 took 16.8 ms with three idle
 TVM modules beside it (same process or not) and 4.7 ms alone. So every engine here gets a
-worker process (``python bench/timing.py --serve``) that loads the model, warms up and then
+worker process (``python -m compiler.timing --serve``) that loads the model, warms up and then
 times calls when asked; the parent asks them in turn, round after round (order rotating),
 and keeps every worker but the one asked stopped (``SIGSTOP``), spinning threads included.
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the folder holding the ``compiler`` package
 WARMUP = 3
 
 
@@ -85,7 +85,8 @@ def interleaved(engines: dict[str, Engine], inputs: dict[str, np.ndarray], threa
         np.savez(feed, **inputs)
         env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        workers = {name: subprocess.Popen([sys.executable, __file__, "--serve", e.path, feed, str(threads)],
+        workers = {name: subprocess.Popen([sys.executable, "-m", "compiler.timing", "--serve", e.path, feed,
+                                           str(threads)],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
                    for name, e in engines.items()}
         try:
