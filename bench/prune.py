@@ -203,7 +203,7 @@ def dense(quick: bool) -> tuple[dict, str]:
             expected = session(prune_model(model, config).onnx).run(None, x)[0]
             assert np.abs(sparse - expected).max() <= 1e-4 * np.abs(expected).max(), "BSR output differs"
         ms = timed(engines, x, rounds=5 if quick else 20, runs=50)
-        vm = {k: m.benchmark(x, repeat=200)["median_ms"] for k, m in modules.items()}
+        vm = {k: m.benchmark(x, repeat=200, warmup=200)["median_ms"] for k, m in modules.items()}
         result[f"batch {m}"] = {"api_ms": ms, "vm_ms": vm}
         for k in ms:
             if "bsr" in k:

@@ -7,7 +7,7 @@ from graphs import GraphBuilder, assert_close_to_scale, run_ort
 
 import compiler
 from passes.prune import PruneConfig, prune_model
-from passes.prune.bsr import block_density, bsr_matmul, to_bsr
+from passes.prune.bsr import block_density, bsr_matmul, scratch_shape, to_bsr
 from passes.prune.sparsity import block_mask, element_mask, nm_mask, storage_bytes
 
 
@@ -28,7 +28,7 @@ def test_nm_mask_keeps_n_largest_of_every_m():
     assert (kept >= dropped).all()
 
 
-@pytest.mark.parametrize("block", [(1, 16), (4, 4)])
+@pytest.mark.parametrize("block", [(1, 16), (2, 32), (4, 4), (2, 8)])
 def test_block_mask_and_bsr_kernel(block):
     rng = np.random.default_rng(1)
     w = rng.standard_normal((64, 64)).astype(np.float32)
@@ -37,7 +37,8 @@ def test_block_mask_and_bsr_kernel(block):
     data, indices, indptr = to_bsr(w, block)
     x = rng.standard_normal((3, 64)).astype(np.float32)
     lib = tvm.compile(bsr_matmul(3, 64, 64, len(indices), block), tvm.target.Target({"kind": "llvm"}))
-    args = [tvm.runtime.tensor(a) for a in (x, data, indices, indptr, np.zeros((3, 64), np.float32))]
+    scratch = [np.zeros(shape, np.float32)] if (shape := scratch_shape(3, 64, block)) else []
+    args = [tvm.runtime.tensor(a) for a in (x, data, indices, indptr, *scratch, np.zeros((3, 64), np.float32))]
     lib["main"](*args)
     assert_close_to_scale(args[-1].numpy(), x @ w, rtol=1e-5)
 
