@@ -1,4 +1,4 @@
-"""Structured pruning and block sparsity: accuracy without fine-tuning, and measured speed-ups.
+"""Structured pruning, block and N:M sparsity: accuracy without fine-tuning, and measured speed-ups.
 
 Usage: ``python bench/prune.py [--quick] [--only fmnist,resnet18,efficientnet,dense]``
 
@@ -10,8 +10,9 @@ Usage: ``python bench/prune.py [--quick] [--only fmnist,resnet18,efficientnet,de
   and after, against the MAC reduction (ORT FP32 on both models, interleaved, for reference).
 * ``efficientnet``: EfficientNet-Lite0, 30 % of the filters (ThiNet selection, re-fitted on calibration
   crops) + INT8 (bias-corrected): top-1 agreement and top-5 containment with the unpruned FP32 model on photo crops.
-* ``dense``: a 1024×1024 dense layer at 80 % block sparsity (1×16 and 4×4 blocks) as a BSR
-  kernel against the same layer dense (Squeeze and ORT), batch 1 and 16.
+* ``dense``: a 1024×1024 dense layer at 80 % block sparsity (1×16 and 4×4 blocks, BSR kernel) and
+  at 2:4 (N:M kernel on one or two rows, dense beyond) against the same layer dense (Squeeze and
+  ORT), batch 1 and 16.
 
 Timings interleave the engines in rounds, each engine in its own worker process
 (:mod:`compiler.timing`; medians over rounds).
@@ -194,9 +195,10 @@ def dense(quick: bool) -> tuple[dict, str]:
         x = {"input": np.random.default_rng(1).standard_normal((m, 1024)).astype(np.float32)}
         engines = {"squeeze dense": compiler.compile(model), "ort dense": model}
         modules = {"squeeze dense": load(engines["squeeze dense"])}
-        for block in ((1, 16), (4, 4)):
-            config = PruneConfig("block", 0.8, block=block)
-            name = f"squeeze bsr {block[0]}x{block[1]}"
+        configs = {"squeeze bsr 1x16": PruneConfig("block", 0.8, block=(1, 16)),
+                   "squeeze bsr 4x4": PruneConfig("block", 0.8, block=(4, 4)),
+                   "squeeze nm 2:4": PruneConfig("nm", nm=(2, 4))}
+        for name, config in configs.items():
             engines[name] = compiler.compile(model, prune=config)
             modules[name] = load(engines[name])
             sparse = next(iter(modules[name].run(x).values()))
@@ -206,7 +208,7 @@ def dense(quick: bool) -> tuple[dict, str]:
         vm = {k: m.benchmark(x, repeat=200, warmup=200)["median_ms"] for k, m in modules.items()}
         result[f"batch {m}"] = {"api_ms": ms, "vm_ms": vm}
         for k in ms:
-            if "bsr" in k:
+            if k in configs:
                 rows.append([m, k, ms[k], ms["squeeze dense"], round(ms["squeeze dense"] / ms[k], 2),
                              ms["ort dense"], round(ms["ort dense"] / ms[k], 2),
                              f"{vm[k]:.4f} / {vm['squeeze dense']:.4f} ({vm['squeeze dense'] / vm[k]:.1f}x)"])

@@ -65,7 +65,7 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         recipe = Recipe.from_toml(recipe)
     prune_passes = Recipe()
     if prune is not None:
-        program, prune_passes = prune_program(model, prune, input_shapes, log)
+        program, prune_passes = prune_program(model, prune, input_shapes, log, spec.sparse)
     passes = Recipe.cleanups() + prune_passes + (recipe or Recipe())
     if has_qdq(program.mod):  # QAT / ORT-quantized model: its Q/DQ pairs become integer compute first
         passes = Recipe([PassSpec("qdq_to_integer")]) + passes

@@ -65,6 +65,8 @@ def kernel_table(mod: tvm.IRModule) -> dict[str, dict]:
         macs, kind = _contraction(func)
         if kind:
             rule = f"int8 {kind}" + (" (tuned)" if rule == "tuned" else "")
+        elif "squeeze.sparse" in attrs:  # written scheduled by passes.prune (bsr, nm)
+            rule = f"sparse {attrs['squeeze.sparse']}"
         table[gvar.name_hint] = {"kernel": rule, "ops": 2 * macs}
     return table
 

@@ -47,6 +47,11 @@ class TargetSpec:
     search_strategy : callable, optional
         ``search_strategy(task_mod) -> SearchStrategy | None``: the MetaSchedule search
         strategy for a tuning task built around the target's own kernels (None: default).
+    features : tuple of str
+        LLVM CPU features of the target.
+    sparse : tuple of str
+        Weight sparsity patterns whose kernels beat dense layers here: ``"block"`` (BSR) and
+        ``"nm"`` (N:M); other patterns are stored sparse but run dense.
     """
 
     name: str
@@ -58,6 +63,7 @@ class TargetSpec:
     legalize: Optional[Callable[[tvm.target.Target], tvm.transform.Pass]] = None
     search_strategy: Optional[Callable[[tvm.IRModule], object]] = None
     features: tuple[str, ...] = field(default_factory=tuple)
+    sparse: tuple[str, ...] = ("block",)
 
     @property
     def target(self) -> tvm.target.Target:

@@ -12,7 +12,7 @@ from compiler.frontend import ModelLike
 from compiler.pipeline import PassSpec, Recipe
 from compiler.program import Program
 
-from . import bsr  # noqa: F401  (registers the block_sparse pass)
+from . import bsr, nm  # registers the block_sparse and nm_sparse passes
 from .config import PruneConfig
 from .depgraph import DepGraph, Group, build_depgraph
 from .importance import FPGM, L1, L2, APoZ, BNScale, OutputVariance, Random, ReconstructionError, make_criterion
@@ -24,18 +24,27 @@ __all__ = ["PruneConfig", "DepGraph", "Group", "build_depgraph", "L1", "L2", "FP
 
 
 def prune_program(model: ModelLike, config: PruneConfig, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                  log: Callable[[str], None] | None = None) -> tuple[Program, Recipe]:
-    """Prune ``model`` for compilation.
+                  log: Callable[[str], None] | None = None, sparse_kernels: Sequence[str] = ("block",)
+                  ) -> tuple[Program, Recipe]:
+    """Prune ``model`` for compilation; ``sparse_kernels`` are the patterns the target runs
+    faster than dense (``TargetSpec.sparse``).
 
     Returns
     -------
     program : Program
         The pruned, re-imported program; ``summary["prune"]`` records what was done.
     recipe : Recipe
-        Passes to run after the clean-ups (the block-sparse kernels for ``granularity="block"``).
+        Passes to run after the clean-ups: the sparse kernels of ``granularity`` "block" or
+        "nm" where the target has them.
     """
     result = prune_model(model, config, input_shapes, log)
     result.program.summary["prune"] = result.summary
-    if config.granularity == "block":
-        return result.program, Recipe([PassSpec(bsr.BLOCK_SPARSE, {"block": tuple(config.block)})])
-    return result.program, Recipe()
+    kernels = {"block": PassSpec(bsr.BLOCK_SPARSE, {"block": tuple(config.block)}),
+               "nm": PassSpec(nm.NM_SPARSE, {"nm": tuple(config.nm)})}
+    if config.granularity not in kernels:
+        return result.program, Recipe()
+    if config.granularity not in sparse_kernels:
+        if log is not None:
+            log(f"{config.granularity} sparsity: no kernel faster than dense on this target, the weights run dense")
+        return result.program, Recipe()
+    return result.program, Recipe([kernels[config.granularity]])

@@ -10,10 +10,10 @@ only the stored tiles: at 80% block sparsity it reads a fifth of the weights.
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.script import tirx as T
 
 from ..registry import register_pass
+from .sparse_rewrite import Lowering, emit_kernel, sparse_pass
 
 BLOCK_SPARSE = "block_sparse"
 
@@ -138,70 +138,23 @@ def _bsr_narrow(m: int, k: int, n: int, nnz: int, block: tuple[int, int]) -> tvm
     return kernel
 
 
-@mutator
-class _BlockSparse(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, block: tuple[int, int], max_density: float) -> None:
-        super().__init__(mod)
-        self.block, self.max_density = block, max_density
-        self.count = 0
+def _bsr_lowering(block: tuple[int, int], max_density: float) -> Lowering:
+    bk, bn = block
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: N802 (TVM visitor name)
-        call = super().visit_call_(call)
-        op = getattr(call.op, "name", "")
-        if not isinstance(call.args[-1] if call.args else None, tvm.ir.expr.Constant):
-            return call
-        if op == "relax.matmul":
-            return self._matmul(call.args[0], call.args[1].value.numpy(), call)
-        if op == "relax.nn.conv2d" and _pointwise(call):
-            return self._conv1x1(call)
-        return call
-
-    def _matmul(self, x: relax.Expr, kn: np.ndarray, original: relax.Expr) -> relax.Expr:
-        """``x[..., K] @ kn`` through the BSR kernel, or ``original`` when not worth it."""
-        bk, bn = self.block
-        if (kn.ndim != 2 or kn.dtype != np.float32 or str(x.ty.dtype) != "float32" or kn.shape[0] % bk
-                or kn.shape[1] % bn or block_density(kn, self.block) > self.max_density):
-            return original
+    def lower(builder: relax.BlockBuilder, x: relax.Expr, kn: np.ndarray, rows: int) -> relax.Expr | None:
         k, n = kn.shape
-        shape = [int(d) for d in x.ty.shape]
-        m = int(np.prod(shape[:-1]))
-        data, indices, indptr = to_bsr(kn, self.block)
-        kernel = bsr_matmul(m, k, n, len(indices), self.block).without_attr("global_symbol")
-        kernel = kernel.with_attr("squeeze.sparse", f"bsr {bk}x{bn}")
-        gv = self.builder_.add_func(kernel, f"bsr_matmul_{self.count}")
-        self.count += 1
-        x2 = self.builder_.emit(relax.op.reshape(x, (m, k))) if len(shape) != 2 else x
-        consts = [relax.const(a) for a in (data if len(indices) else np.zeros((1, bk, bn), "float32"),
-                                           indices if len(indices) else np.zeros(1, "int32"), indptr)]
-        out = relax.TensorType((m, n), "float32")
-        scratch = scratch_shape(m, k, self.block)
-        if scratch is None:
-            y = self.builder_.emit(relax.call_tir(gv, [x2, *consts], out))
-        else:
-            both = self.builder_.emit(relax.call_tir(gv, [x2, *consts], [relax.TensorType(scratch, "float32"), out]))
-            y = self.builder_.emit(relax.TupleGetItem(both, 1))
-        return relax.op.reshape(y, (*shape[:-1], n)) if len(shape) != 2 else y
+        if k % bk or n % bn or block_density(kn, block) > max_density:
+            return None
+        data, indices, indptr = to_bsr(kn, block)
+        if not len(indices):  # an all-zero weight still needs one (zero) tile to pass
+            data, indices = np.zeros((1, bk, bn), "float32"), np.zeros(1, "int32")
+        kernel = bsr_matmul(rows, k, n, len(indices), block)
+        scratch = scratch_shape(rows, k, block)
+        outputs = ([relax.TensorType(scratch, "float32")] if scratch else []) + [relax.TensorType((rows, n), "float32")]
+        return emit_kernel(builder, kernel, "bsr_matmul", f"bsr {bk}x{bn}",
+                           [x, *(relax.const(a) for a in (data, indices, indptr))], outputs)
 
-    def _conv1x1(self, call: relax.Call) -> relax.Expr:
-        """A pointwise NCHW conv as ``(N·H·W, C) @ W[C, O]`` (strided convs subsample first)."""
-        x, w = call.args[0], call.args[1].value.numpy()
-        sh, sw = (int(s) for s in call.attrs.strides)
-        if (sh, sw) != (1, 1):
-            _, _, h, wd = (int(d) for d in x.ty.shape)
-            x = self.builder_.emit(relax.op.strided_slice(x, axes=[2, 3], begin=[0, 0], end=[h, wd],
-                                                          strides=[sh, sw]))
-        nhwc = self.builder_.emit(relax.op.permute_dims(x, [0, 2, 3, 1]))
-        y = self._matmul(nhwc, np.ascontiguousarray(w[:, :, 0, 0].T), None)
-        return call if y is None else relax.op.permute_dims(self.builder_.emit(y), [0, 3, 1, 2])
-
-
-def _pointwise(call: relax.Call) -> bool:
-    """An ungrouped, unpadded, undilated 1×1 NCHW/OIHW conv2d."""
-    a = call.attrs
-    w = [int(d) for d in call.args[1].ty.shape]
-    return (w[2:] == [1, 1] and int(a.groups) == 1 and str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW"
-            and all(int(p) == 0 for p in a.padding) and all(int(d) == 1 for d in a.dilation)
-            and str(a.out_layout or "NCHW") == "NCHW" and a.out_dtype in ("", "float32", None))
+    return lower
 
 
 @register_pass(BLOCK_SPARSE)
@@ -222,13 +175,4 @@ def block_sparse(block: tuple[int, int] = (1, 16), max_density: float = 0.5) -> 
         A module pass; converted kernels carry the ``squeeze.sparse`` attribute.
     """
     block = tuple(int(b) for b in block)
-
-    @tvm.transform.module_pass(opt_level=0, name=BLOCK_SPARSE)
-    def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _BlockSparse(mod, block, max_density)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return transform
+    return sparse_pass(BLOCK_SPARSE, _bsr_lowering(block, max_density))

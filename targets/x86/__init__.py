@@ -49,6 +49,7 @@ def x86_spec(name: str, description: str, cpu: str, features: frozenset[str]) ->
         legalize=int8.legalize(isa) if isa else None,
         search_strategy=int8.search_strategy if isa else None,
         features=tuple(sorted(features)),
+        sparse=("block", "nm") if "avx512f" in features else ("block",),
     )
 
 
