@@ -151,7 +151,7 @@ def _bsr_lowering(block: tuple[int, int], max_density: float) -> Lowering:
         kernel = bsr_matmul(rows, k, n, len(indices), block)
         scratch = scratch_shape(rows, k, block)
         outputs = ([relax.TensorType(scratch, "float32")] if scratch else []) + [relax.TensorType((rows, n), "float32")]
-        return emit_kernel(builder, kernel, "bsr_matmul", f"bsr {bk}x{bn}",
+        return emit_kernel(builder, kernel, "bsr_matmul", f"bsr {bk}x{bn}", rows * data.size,
                            [x, *(relax.const(a) for a in (data, indices, indptr))], outputs)
 
     return lower

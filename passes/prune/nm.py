@@ -102,7 +102,7 @@ def _nm_lowering(n: int, m: int, max_rows: int) -> Lowering:
         if rows > max_rows or cols % LANES or not is_nm(kn, n, m):
             return None
         values, positions = to_nm(kn, n, m)
-        return emit_kernel(builder, nm_matmul(rows, k, cols, n, m), "nm_matmul", f"nm {n}:{m}",
+        return emit_kernel(builder, nm_matmul(rows, k, cols, n, m), "nm_matmul", f"nm {n}:{m}", rows * values.size,
                            [x, relax.const(values), relax.const(positions)], [relax.TensorType((rows, cols), "float32")])
 
     return lower

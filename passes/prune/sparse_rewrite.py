@@ -18,11 +18,16 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 Lowering = Callable[[relax.BlockBuilder, relax.Expr, np.ndarray, int], "relax.Expr | None"]
 
 
-def emit_kernel(builder: relax.BlockBuilder, kernel: tvm.tirx.PrimFunc, name: str, label: str,
+SPARSE_ATTR = "squeeze.sparse"  # PrimFunc attribute: the kernel's pattern, e.g. "bsr 4x4", "nm 2:4"
+MACS_ATTR = "squeeze.macs"  # PrimFunc attribute: multiply-accumulates it does (stored weights only)
+
+
+def emit_kernel(builder: relax.BlockBuilder, kernel: tvm.tirx.PrimFunc, name: str, label: str, macs: int,
                 args: list, outputs: list[relax.TensorType]) -> relax.Expr:
-    """Add ``kernel`` (tagged ``squeeze.sparse = label``) and call it; returns its last output
-    (earlier outputs are scratch buffers the kernel fills and the caller discards)."""
-    gv = builder.add_func(kernel.without_attr("global_symbol").with_attr("squeeze.sparse", label), name)
+    """Add ``kernel`` (tagged with its pattern ``label`` and ``macs``) and call it; returns its
+    last output (earlier outputs are scratch buffers the kernel fills and the caller discards)."""
+    kernel = kernel.without_attr("global_symbol").with_attr(SPARSE_ATTR, label).with_attr(MACS_ATTR, int(macs))
+    gv = builder.add_func(kernel, name)
     call = builder.emit(relax.call_tir(gv, args, outputs if len(outputs) > 1 else outputs[0]))
     return builder.emit(relax.TupleGetItem(call, len(outputs) - 1)) if len(outputs) > 1 else call
 
