@@ -1,11 +1,13 @@
 """Structured pruning, block and N:M sparsity: accuracy without fine-tuning, and measured speed-ups.
 
-Usage: ``python bench/prune.py [--quick] [--only fmnist,resnet18,efficientnet,dense]``
+Usage: ``python bench/prune.py [--quick] [--only fmnist,fmnist_sensitivity,resnet18,efficientnet,dense]``
 
 * ``fmnist``: Fashion-MNIST ResNet-8 top-1 on the 10k test images after pruning, for every
   criterion × ratio with and without least-squares reconstruction (calibration: 1024 train
-  images), evaluated with ONNX Runtime on the exported pruned models; then the sensitivity-derived
-  per-layer ratios removing 50 % of the MACs, compiled by Squeeze and evaluated on its artifact.
+  images), evaluated with ONNX Runtime on the exported pruned models.
+* ``fmnist_sensitivity``: sensitivity-derived per-layer ratios removing 50 % of the MACs, scored
+  by output error on calibration samples or by cross-entropy on 5000 other (labelled) train images
+  followed by a local search, each compiled by Squeeze and evaluated on its artifact.
 * ``resnet18``: 50 % of the filters (L1, ``round_to=16``): FP32 and INT8 latency of Squeeze before
   and after, against the MAC reduction (ORT FP32 on both models, interleaved, for reference).
 * ``efficientnet``: EfficientNet-Lite0, 30 % of the filters (ThiNet selection, re-fitted on calibration
@@ -48,6 +50,7 @@ from compiler.timing import Engine, interleaved  # noqa: E402
 
 CRITERIA = ("l1", "l2", "fpgm", "apoz", "variance", "reconstruction", "random")  # bn_scale: BN folded
 RATIOS = (0.3, 0.5)
+SEARCH_STEPS = 8  # local-search moves after the validation-scored sensitivity allocation
 
 
 def session(model) -> ort.InferenceSession:
@@ -77,29 +80,38 @@ def timed(engines: dict[str, object], inputs: dict[str, np.ndarray], rounds: int
     return {k: round(float(np.median(v)), 3) for k, v in samples.items()}
 
 
-def fmnist(quick: bool) -> tuple[dict, str]:
-    model = zoo.model_path("fmnist-resnet8")
+def _fmnist_data() -> dict:
+    """The model, test set, 1024 calibration and 5000 other (labelled) train images, ORT top-1."""
     images, labels = zoo.fashion_mnist("test")
-    train, _ = zoo.fashion_mnist("train")
-    calib = {"input": train[np.random.default_rng(0).choice(len(train), 1024, replace=False)]}
-    shapes = {"input": (1, 1, 28, 28)}
-    acc = lambda out: round(100 * float(np.mean(out.argmax(axis=1) == labels)), 2)  # noqa: E731
+    train, train_labels = zoo.fashion_mnist("train")
+    calib_index = np.random.default_rng(0).choice(len(train), 1024, replace=False)
+    held_out = np.random.default_rng(1).choice(np.setdiff1d(np.arange(len(train)), calib_index), 5000, replace=False)
+
+    def acc(out: np.ndarray) -> float:
+        return round(100 * float(np.mean(out.argmax(axis=1) == labels)), 2)
 
     def ort_top1(proto) -> float:
         sess = session(proto)
         return acc(np.concatenate([sess.run(None, {"input": images[i:i + 1000]})[0] for i in range(0, len(images), 1000)]))
 
-    fp32 = ort_top1(model)
+    model = zoo.model_path("fmnist-resnet8")
+    return {"model": model, "images": images, "acc": acc, "ort_top1": ort_top1, "fp32": ort_top1(model),
+            "calib": {"input": train[calib_index]}, "shapes": {"input": (1, 1, 28, 28)},
+            "validation": {"input": train[held_out], "labels": train_labels[held_out]}}
+
+
+def fmnist(quick: bool) -> tuple[dict, str]:
+    d = _fmnist_data()
     criteria = ("l1", "reconstruction") if quick else CRITERIA
-    rows, result = [], {"fp32": fp32, "table": {}}
+    rows, result = [], {"fp32": d["fp32"], "table": {}}
     for crit in criteria:
         row = [crit]
         for ratio in RATIOS:
             for refit in (False, True):
-                config = PruneConfig("filter", ratio, crit, calibration=calib, reconstruct=refit, max_samples=1024)
+                config = PruneConfig("filter", ratio, crit, calibration=d["calib"], reconstruct=refit, max_samples=1024)
                 start = time.perf_counter()
-                pruned = prune_model(model, config, shapes)
-                top1 = ort_top1(pruned.onnx)
+                pruned = prune_model(d["model"], config, d["shapes"])
+                top1 = d["ort_top1"](pruned.onnx)
                 s = pruned.summary
                 result["table"][f"{crit}/{ratio}/{'refit' if refit else 'plain'}"] = {
                     "top1": top1, "macs_kept": round(s["macs_after"] / s["macs_before"], 3),
@@ -109,23 +121,37 @@ def fmnist(quick: bool) -> tuple[dict, str]:
     macs = {r: result["table"][f"{criteria[0]}/{r}/plain"]["macs_kept"] for r in RATIOS}
     header = ["criterion"] + [f"{int(r * 100)}% filters ({100 * (1 - macs[r]):.0f}% MACs) {k}"
                               for r in RATIOS for k in ("plain", "+ reconstruction")]
-    config = PruneConfig("filter", "sensitivity", "reconstruction", calibration=calib, macs_target=0.5,
-                         max_samples=1024)
-    start = time.perf_counter()
-    art = compiler.compile(model, input_shapes=shapes, prune=config)
-    seconds = time.perf_counter() - start
-    module = load(art)
-    out = np.concatenate([next(iter(module.run({"input": images[i:i + 1]}).values())) for i in range(len(images))])
-    s = art.manifest.summary["prune"]
-    best = {"top1": acc(out), "macs_removed": round(1 - s["macs_after"] / s["macs_before"], 3),
-            "groups": [f"{g['kept']}/{g['size']}" for g in s["groups"]], "compile_s": round(seconds, 1)}
-    result["sensitivity"] = best
-    text = (f"Fashion-MNIST ResNet-8 top-1 % on {len(images)} test images (FP32 {fp32}); no fine-tuning; "
-            f"calibration 1024 train images\n\n" + table(header, rows) +
-            f"\n\nsensitivity-derived ratios (criterion reconstruction, re-fitted), compiled by Squeeze: "
-            f"top-1 {best['top1']} % ({best['top1'] - fp32:+.2f}) with {100 * best['macs_removed']:.1f} % fewer MACs, "
-            f"kept {', '.join(best['groups'])}; compile {best['compile_s']} s")
+    text = (f"Fashion-MNIST ResNet-8 top-1 % on {len(d['images'])} test images (FP32 {d['fp32']}); no fine-tuning; "
+            f"calibration 1024 train images\n\n" + table(header, rows))
     return result, text
+
+
+def fmnist_sensitivity(quick: bool) -> tuple[dict, str]:
+    d = _fmnist_data()
+    images = d["images"]
+
+    def compiled_top1(config: PruneConfig) -> dict:
+        start = time.perf_counter()
+        art = compiler.compile(d["model"], input_shapes=d["shapes"], prune=config)
+        seconds = time.perf_counter() - start
+        module = load(art)
+        out = np.concatenate([next(iter(module.run({"input": images[i:i + 1]}).values())) for i in range(len(images))])
+        s = art.manifest.summary["prune"]
+        return {"top1": d["acc"](out), "macs_removed": round(1 - s["macs_after"] / s["macs_before"], 4),
+                "groups": [f"{g['kept']}/{g['size']}" for g in s["groups"]], "compile_s": round(seconds, 1)}
+
+    sensitivity = dict(granularity="filter", ratio="sensitivity", criterion="reconstruction", calibration=d["calib"],
+                       macs_target=0.5, max_samples=1024)
+    steps = 0 if quick else SEARCH_STEPS
+    runs = {"output error on calibration samples": PruneConfig(**sensitivity),
+            f"validation cross-entropy (5000 other train images), up to {steps} search steps":
+                PruneConfig(**sensitivity, validation=d["validation"], search_steps=steps)}
+    result = {name: compiled_top1(config) for name, config in runs.items()}
+    lines = [f"- scored by {name}: top-1 {r['top1']} % ({r['top1'] - d['fp32']:+.2f}) with "
+             f"{100 * r['macs_removed']:.2f} % fewer MACs, kept {', '.join(r['groups'])}; compile {r['compile_s']} s"
+             for name, r in result.items()]
+    return result, ("Fashion-MNIST ResNet-8, sensitivity-derived ratios removing 50 % of the MACs (criterion "
+                    "reconstruction, re-fitted on 1024 train images), compiled by Squeeze:\n" + "\n".join(lines))
 
 
 def resnet18(quick: bool) -> tuple[dict, str]:
@@ -222,10 +248,11 @@ def dense(quick: bool) -> tuple[dict, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer criteria and rounds")
-    parser.add_argument("--only", default="fmnist,resnet18,efficientnet,dense")
+    parser.add_argument("--only", default="fmnist,fmnist_sensitivity,resnet18,efficientnet,dense")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "prune.json")
     args = parser.parse_args()
-    sections = {"fmnist": fmnist, "resnet18": resnet18, "efficientnet": efficientnet, "dense": dense}
+    sections = {"fmnist": fmnist, "fmnist_sensitivity": fmnist_sensitivity, "resnet18": resnet18,
+                "efficientnet": efficientnet, "dense": dense}
     results = {}
     for name in args.only.split(","):
         start = time.perf_counter()

@@ -16,6 +16,7 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("pruning")
     g.add_argument("--prune", metavar="GRANULARITY:RATIO[,key=value]",
                    help="e.g. filter:0.5, filter:0.5,criterion=fpgm,round_to=8, channel:sensitivity,macs=0.5, "
+                        "filter:sensitivity,macs=0.5,validation=val.npz,search=4, "
                         "nm:2:4, block:0.8,block=1x16, element:0.7")
 
 
@@ -37,6 +38,9 @@ def add_command(sub, model_args) -> None:
                    help="ratio for groups matching PATTERN (fnmatch on node or weight names); repeatable")
     p.add_argument("--round-to", type=int, default=1, help="kept channel counts are multiples of this")
     p.add_argument("--macs", type=float, default=0.5, help="MAC fraction to remove with --ratio sensitivity")
+    p.add_argument("--validation", help="labelled .npz (inputs + labels) scoring --ratio sensitivity by cross-entropy")
+    p.add_argument("--search-steps", type=int, default=0,
+                   help="local-search moves trading channels between groups after --ratio sensitivity")
     p.add_argument("--nm", default="2:4", help="N:M pattern for --granularity nm")
     p.add_argument("--block", default="1x16", help="block shape (rows x columns) for --granularity block")
     add_calibration_args(p)
@@ -57,7 +61,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
         ratio = {**({"*": ratio} if not isinstance(ratio, str) and ratio > 0 else {}), **_layer_ratios(args.layer_ratio)}
     text = f"{args.granularity}:{args.nm}" if args.granularity == "nm" else args.granularity
     config = PruneConfig.parse(text, ratio=ratio, criterion=args.criterion, round_to=args.round_to,
-                               macs_target=args.macs, block=_block(args.block), calibration=calibration_source(args),
+                               macs_target=args.macs, validation=args.validation, search_steps=args.search_steps,
+                               block=_block(args.block), calibration=calibration_source(args),
                                reconstruct=False if args.no_reconstruct else None, seed=args.seed)
     result = prune_model(args.model, config, dict(args.input_shape or []), log=log)
     import onnx

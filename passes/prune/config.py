@@ -43,6 +43,14 @@ class PruneConfig:
         Re-estimate BatchNorm statistics after layers not re-fitted (default: on with calibration).
     macs_target : float
         Fraction of MACs to remove when ``ratio="sensitivity"``.
+    validation : path to .npz or dict, optional
+        Labelled data (the model's inputs and ``labels``, a class index per sample) scoring
+        the sensitivity scan by the pruned model's cross-entropy, each trial re-fitted on all
+        calibration samples; without it trials are scored by their output error on 64
+        calibration samples.
+    search_steps : int
+        After the sensitivity allocation, at most this many local-search moves trading
+        channels between two groups (see :func:`~passes.prune.ratios.local_search`).
     nm : (int, int)
         N and M of N:M sparsity (N kept in every M consecutive input weights).
     block : (int, int)
@@ -61,6 +69,8 @@ class PruneConfig:
     reconstruct: bool | None = None
     recalibrate_bn: bool | None = None
     macs_target: float = 0.5
+    validation: Any = None
+    search_steps: int = 0
     nm: tuple[int, int] = (2, 4)
     block: tuple[int, int] = (1, 16)
     max_samples: int = 256
@@ -80,6 +90,11 @@ class PruneConfig:
                 raise SqueezeError("ratio='sensitivity' applies to filter or channel pruning")
         elif self.granularity != "nm":
             self.ratio = check_ratio(self.ratio)
+        if (self.validation is not None or self.search_steps) and self.ratio != "sensitivity":
+            raise SqueezeError("validation data and search_steps serve ratio='sensitivity' only: drop them or "
+                               "use the sensitivity ratio")
+        if int(self.search_steps) < 0:
+            raise SqueezeError(f"search_steps must be 0 or more, not {self.search_steps}")
         if int(self.round_to) < 1:
             raise SqueezeError(f"round_to must be a positive integer, not {self.round_to}")
         n, m = (int(v) for v in self.nm)
@@ -107,7 +122,7 @@ class PruneConfig:
         """From the CLI form ``GRANULARITY[:RATIO][,key=value...]``.
 
         Examples: ``filter:0.5``, ``filter:0.5,criterion=fpgm,round_to=8``,
-        ``channel:sensitivity,macs=0.5``, ``nm:2:4``, ``block:0.8,block=1x16``, ``element:0.7``.
+        ``channel:sensitivity,macs=0.5,validation=val.npz,search=4``, ``nm:2:4``, ``block:0.8,block=1x16``, ``element:0.7``.
         """
         head, *options = [p.strip() for p in spec.split(",") if p.strip()] or [""]
         granularity, _, ratio = head.partition(":")
@@ -116,14 +131,15 @@ class PruneConfig:
             values["nm"] = _pair(ratio, ":")
         elif ratio:
             values["ratio"] = ratio if ratio == "sensitivity" else _number(ratio, "ratio")
-        aliases = {"macs": "macs_target", "samples": "max_samples"}
+        aliases = {"macs": "macs_target", "samples": "max_samples", "search": "search_steps"}
         names = {f.name for f in fields(cls)}
         for option in options:
             key, sep, value = option.partition("=")
             key = aliases.get(key.strip(), key.strip())
             if not sep or key not in names or key in ("granularity", "calibration"):
                 raise SqueezeError(f"bad prune option '{option}' in '{spec}': use key=value with key in "
-                                   "criterion, round_to, macs, block, nm, reconstruct, recalibrate_bn, samples, seed")
+                                   "criterion, round_to, macs, validation, search, block, nm, reconstruct, "
+                                   "recalibrate_bn, samples, seed")
             values[key] = _option(key, value.strip())
         values.update(overrides)
         return cls(**values)
@@ -172,7 +188,7 @@ def _option(key: str, value: str) -> Any:
         return _pair(value, "x")
     if key == "nm":
         return _pair(value, ":")
-    if key in ("round_to", "max_samples", "seed"):
+    if key in ("round_to", "max_samples", "seed", "search_steps"):
         return int(_number(value, key))
     if key == "macs_target":
         return _number(value, key)

@@ -17,9 +17,10 @@ from .config import STRUCTURED, PruneConfig
 from .depgraph import DepGraph, Plan, build_depgraph
 from .importance import make_criterion
 from .onnxmap import import_form, node_names
-from .ratios import group_ratios, make_plan, sensitivity_ratios
+from .ratios import group_ratios, local_search, make_plan, sensitivity_ratios
 from .reconstruct import Refitter, recalibrate_bn
 from .surgery import masked_params, prune_onnx
+from .validation import cross_entropy, load_validation
 
 Log = Callable[[str], None]
 
@@ -87,25 +88,36 @@ def choose_channels(program: Program, graph: DepGraph, config: PruneConfig, batc
     criterion = make_criterion(config.criterion, program.params, config.granularity, stats, config.seed, grams)
     scores = {g.id: np.asarray(criterion(g), dtype=np.float64) for g in graph.groups}
     if config.ratio == "sensitivity":
-        error = _error_fn(program, graph, batches, config.refit, config.seed)
+        error = _error_fn(program, graph, batches, config)
         ratios = sensitivity_ratios(graph, scores, error, config.macs_target, config.round_to, log)
+        if config.search_steps:
+            ratios = local_search(graph, scores, error, ratios, config.macs_target, config.round_to,
+                                  config.search_steps, log=log)
     else:
         ratios = group_ratios(graph.groups, config.ratio)
     return make_plan(graph.groups, scores, ratios, config.round_to)
 
 
-def _error_fn(program: Program, graph: DepGraph, batches: Sequence[dict], refit: bool,
-              seed: int) -> Callable[[Plan], float]:
-    """Relative output error of the pruned model on 64 calibration samples, after re-fitting
-    on them when ``refit``."""
-    sample = list(batches[:64])
-    refitter = Refitter(program, graph, sample, seed=seed) if refit else None
+def _error_fn(program: Program, graph: DepGraph, batches: Sequence[dict], config: PruneConfig
+              ) -> Callable[[Plan], float]:
+    """How bad a plan is, after the re-fit when ``config.refit``: the cross-entropy on
+    ``config.validation`` (each trial re-fitted on all calibration samples, as the final prune
+    is), or without validation data the relative output error on 64 calibration samples
+    (re-fitted on those)."""
     runner = Runner(program, outputs_of(program))
-    reference = list(runner.run(sample, program.params))
+    if config.validation is not None:
+        fit = list(batches)
+        val_batches, labels = load_validation(config.validation, program.inputs)
+    else:
+        fit = val_batches = list(batches[:64])
+        reference = list(runner.run(val_batches, program.params))
+    refitter = Refitter(program, graph, fit, seed=config.seed) if config.refit else None
 
     def error(plan: Plan) -> float:
         params = refitter(plan, program.params)[0] if refitter is not None else masked_params(program.params, graph, plan)
-        return output_error(runner, sample, params, reference)
+        if config.validation is not None:
+            return cross_entropy(runner, val_batches, labels, params)
+        return output_error(runner, val_batches, params, reference)
 
     return error
 

@@ -81,9 +81,10 @@ def sensitivity_ratios(graph: DepGraph, scores: Mapping[int, np.ndarray], error:
     """
     target = check_ratio(macs_target, "MAC reduction target")
     base = graph.macs()
+    unpruned = error({})  # not 0 for a score such as the validation cross-entropy
     curve: dict[int, list[float]] = {}
     for g in graph.groups:
-        curve[g.id] = [0.0]
+        curve[g.id] = [unpruned]
         for r in SCAN_RATIOS:
             try:
                 curve[g.id].append(error(make_plan([g], scores, {g.id: r}, round_to)))
@@ -112,3 +113,53 @@ def sensitivity_ratios(graph: DepGraph, scores: Mapping[int, np.ndarray], error:
         _, gid, nxt, macs = best
         level[gid], ratios[gid] = nxt, levels[nxt]
     return ratios
+
+
+def local_search(graph: DepGraph, scores: Mapping[int, np.ndarray], error: Callable[[Plan], float],
+                 ratios: Mapping[int, float], macs_target: float, round_to: int = 1, steps: int = 1,
+                 slack: float = 0.02, log: Callable[[str], None] | None = None) -> dict[int, float]:
+    """Improve an allocation by trading channels between two groups.
+
+    Each step tries every move that gives one group 1, 2 or 4 channels (in ``round_to`` units)
+    and takes 1, 2, 4 or 8 from another while between ``macs_target`` and ``macs_target +
+    slack`` of the MACs stay removed, and takes the move lowering ``error`` most; it stops after
+    ``steps`` moves or when none helps. Each step costs about ``12 × groups²`` evaluations.
+    """
+    groups = {g.id: g for g in graph.groups}
+    unit = {g.id: round_to if g.direct and round_to > 1 else 1 for g in graph.groups}
+    counts = {gid: keep_count(groups[gid], ratios.get(gid, 0.0), round_to) for gid in groups}
+    base = graph.macs()
+
+    def plan_of(c: Mapping[int, int]) -> Plan:
+        return {gid: top(scores[gid], k) for gid, k in c.items() if k < groups[gid].size}
+
+    def removed(c: Mapping[int, int]) -> float:
+        return 1.0 - graph.macs(plan_of(c)) / base
+
+    cache: dict[tuple, float] = {}
+
+    def cost(c: Mapping[int, int]) -> float:
+        key = tuple(sorted(c.items()))
+        if key not in cache:
+            cache[key] = error(plan_of(c))
+        return cache[key]
+
+    for step in range(steps):
+        moves = []
+        for gain in groups:
+            for loss in groups:
+                for up in (1, 2, 4):
+                    for down in (1, 2, 4, 8):
+                        trial = {**counts, gain: counts[gain] + up * unit[gain], loss: counts[loss] - down * unit[loss]}
+                        if (gain != loss and trial[gain] <= groups[gain].size and trial[loss] >= 1
+                                and macs_target <= removed(trial) <= macs_target + slack):
+                            moves.append(trial)
+        now = cost(counts)
+        best = min(moves, key=cost, default=None)
+        if best is None or cost(best) >= now - 1e-6 * abs(now):
+            break
+        counts = best
+        if log is not None:
+            log(f"search step {step + 1}: score {now:.4f} -> {cost(best):.4f}, kept "
+                + " ".join(f"{counts[gid]}/{groups[gid].size}" for gid in groups))
+    return {gid: 1.0 - k / groups[gid].size for gid, k in counts.items()}
