@@ -122,7 +122,8 @@ class PruneConfig:
         """From the CLI form ``GRANULARITY[:RATIO][,key=value...]``.
 
         Examples: ``filter:0.5``, ``filter:0.5,criterion=fpgm,round_to=8``,
-        ``channel:sensitivity,macs=0.5,validation=val.npz,search=4``, ``nm:2:4``, ``block:0.8,block=1x16``, ``element:0.7``.
+        ``channel:sensitivity,macs=0.5,validation=val.npz,search=4``, ``nm:2:4``,
+        ``block:0.8,block=1x16``, ``element:0.7``.
         """
         head, *options = [p.strip() for p in spec.split(",") if p.strip()] or [""]
         granularity, _, ratio = head.partition(":")

@@ -103,7 +103,8 @@ def _nm_lowering(n: int, m: int, max_rows: int) -> Lowering:
             return None
         values, positions = to_nm(kn, n, m)
         return emit_kernel(builder, nm_matmul(rows, k, cols, n, m), "nm_matmul", f"nm {n}:{m}", rows * values.size,
-                           [x, relax.const(values), relax.const(positions)], [relax.TensorType((rows, cols), "float32")])
+                           [x, relax.const(values), relax.const(positions)],
+                           [relax.TensorType((rows, cols), "float32")])
 
     return lower
 

@@ -114,7 +114,10 @@ def _error_fn(program: Program, graph: DepGraph, batches: Sequence[dict], config
     refitter = Refitter(program, graph, fit, seed=config.seed) if config.refit else None
 
     def error(plan: Plan) -> float:
-        params = refitter(plan, program.params)[0] if refitter is not None else masked_params(program.params, graph, plan)
+        if refitter is not None:
+            params = refitter(plan, program.params)[0]
+        else:
+            params = masked_params(program.params, graph, plan)
         if config.validation is not None:
             return cross_entropy(runner, val_batches, labels, params)
         return output_error(runner, val_batches, params, reference)
