@@ -13,7 +13,7 @@ from tvm import relax
 from tvm.script import tirx as T
 
 from ..registry import register_pass
-from .sparse_rewrite import Lowering, emit_kernel, sparse_pass
+from .sparse_rewrite import Lowering, emit_kernel, row_tile, sparse_pass
 
 BLOCK_SPARSE = "block_sparse"
 
@@ -54,15 +54,11 @@ def scratch_shape(m: int, k: int, block: tuple[int, int]) -> tuple[int, ...] | N
     return None if bn >= 16 else (m, k // bk, bk, bn)
 
 
-def _row_tile(m: int) -> int:
-    return max(d for d in range(1, 9) if m % d == 0)
-
-
 def _bsr_wide(m: int, k: int, n: int, nnz: int, block: tuple[int, int]) -> tvm.tirx.PrimFunc:
     """Each tile row is ``bn`` lanes times one broadcast element of ``x``."""
     bk, bn = block
     nb = n // bn
-    mt = _row_tile(m)
+    mt = row_tile(m)
 
     @T.prim_func(s_tir=True)
     def kernel(x: T.Buffer((m, k), "float32"), data: T.Buffer((max(nnz, 1), bk, bn), "float32"),
@@ -100,7 +96,7 @@ def _bsr_narrow(m: int, k: int, n: int, nnz: int, block: tuple[int, int]) -> tvm
     buffer allocated inside the kernel)."""
     bk, bn = block
     nb, kb, nz = n // bn, k // bk, max(nnz, 1)
-    mt = _row_tile(m)
+    mt = row_tile(m)
 
     @T.prim_func(s_tir=True)
     def kernel(x: T.Buffer((m, k), "float32"), data: T.Buffer((nz, bk, bn), "float32"),

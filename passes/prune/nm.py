@@ -22,7 +22,7 @@ from tvm import relax
 from tvm.script import tirx as T
 
 from ..registry import register_pass
-from .sparse_rewrite import Lowering, emit_kernel, sparse_pass
+from .sparse_rewrite import Lowering, emit_kernel, row_tile, sparse_pass
 
 NM_SPARSE = "nm_sparse"
 LANES = 16  # output columns per vector (one AVX-512 register of float32)
@@ -56,7 +56,7 @@ def nm_matmul(rows: int, k: int, cols: int, n: int, m: int) -> tvm.tirx.PrimFunc
     latency.
     """
     groups, blocks = k // m, cols // LANES
-    mt = max(d for d in range(1, 9) if rows % d == 0)
+    mt = row_tile(rows)
     unroll = max(d for d in range(1, max(1, 8 // mt) + 1) if groups % d == 0)
 
     @T.prim_func(s_tir=True)

@@ -24,12 +24,18 @@ def check_ratio(ratio: float, what: str = "prune ratio") -> float:
     return value
 
 
+def channel_step(group: Group, round_to: int = 1) -> int:
+    """Granularity of ``group``'s kept count: ``round_to`` for groups of real channels, 1 for
+    derived ones such as attention heads."""
+    return round_to if group.direct and round_to > 1 else 1
+
+
 def keep_count(group: Group, ratio: float, round_to: int = 1) -> int:
     """Channels ``group`` keeps when removing ``ratio`` of them, a multiple of ``round_to``
     for groups of real channels (not for derived ones such as attention heads)."""
     if ratio == 0:
         return group.size
-    step = round_to if group.direct and round_to > 1 else 1
+    step = channel_step(group, round_to)
     keep = min(group.size, int(np.floor(group.size * (1.0 - ratio) / step + 0.5)) * step)
     if keep <= 0:
         extra = f" with round_to={round_to}" if step > 1 else ""
@@ -126,7 +132,7 @@ def local_search(graph: DepGraph, scores: Mapping[int, np.ndarray], error: Calla
     ``steps`` moves or when none helps. Each step costs about ``12 × groups²`` evaluations.
     """
     groups = {g.id: g for g in graph.groups}
-    unit = {g.id: round_to if g.direct and round_to > 1 else 1 for g in graph.groups}
+    unit = {g.id: channel_step(g, round_to) for g in graph.groups}
     counts = {gid: keep_count(groups[gid], ratios.get(gid, 0.0), round_to) for gid in groups}
     base = graph.macs()
 

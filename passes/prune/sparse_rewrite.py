@@ -4,7 +4,8 @@ become ``call_tir`` of a sparse kernel.
 A *lowering* decides per layer: given the builder, the layer input as a ``[rows, K]`` matrix
 and the weight as ``[K, N]``, it returns the ``[rows, N]`` result computed by its kernel, or
 None to leave the layer dense. :func:`sparse_pass` applies one to every matmul and pointwise
-conv (seen as ``(N·H·W, C) @ W[C, O]``) with a constant float32 weight.
+conv (seen as ``(N·H·W, C) @ W[C, O]``) with a constant float32 weight. :func:`row_tile` is the
+row blocking the BSR and N:M kernels share.
 """
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ Lowering = Callable[[relax.BlockBuilder, relax.Expr, np.ndarray, int], "relax.Ex
 
 SPARSE_ATTR = "squeeze.sparse"  # PrimFunc attribute: the kernel's pattern, e.g. "bsr 4x4", "nm 2:4"
 MACS_ATTR = "squeeze.macs"  # PrimFunc attribute: multiply-accumulates it does (stored weights only)
+
+
+def row_tile(rows: int) -> int:
+    """Rows a sparse kernel handles together (sharing each loaded weight vector): the largest
+    divisor of ``rows`` up to 8."""
+    return max(d for d in range(1, 9) if rows % d == 0)
 
 
 def emit_kernel(builder: relax.BlockBuilder, kernel: tvm.tirx.PrimFunc, name: str, label: str, macs: int,
