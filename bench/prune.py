@@ -23,6 +23,7 @@ Prints markdown tables and writes ``bench/results/prune.json``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -80,6 +81,7 @@ def timed(engines: dict[str, object], inputs: dict[str, np.ndarray], rounds: int
     return {k: round(float(np.median(v)), 3) for k, v in samples.items()}
 
 
+@functools.cache  # shared by the fmnist and fmnist_sensitivity sections
 def _fmnist_data() -> dict:
     """The model, test set, 1024 calibration and 5000 other (labelled) train images, ORT top-1."""
     images, labels = zoo.fashion_mnist("test")

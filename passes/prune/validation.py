@@ -3,7 +3,7 @@ cross-entropy on it instead of by its output error on calibration samples."""
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ def load_validation(source: Any, inputs: list[TensorSpec]) -> tuple[list[Batch],
                 source = {k: data[k] for k in data.files}
         except (OSError, ValueError) as err:
             raise SqueezeError(f"cannot read validation data {source} ({err}): save arrays with numpy.savez") from None
-    if not isinstance(source, dict) or LABELS not in source:
+    if not isinstance(source, Mapping) or LABELS not in source:
         raise SqueezeError("validation data lacks 'labels' (a class index per sample): "
                            "give the model's inputs and labels=... in one .npz or dict")
     labels = np.asarray(source[LABELS])
