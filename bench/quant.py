@@ -32,7 +32,7 @@ os.environ.setdefault("TVM_NUM_THREADS", "2")
 import compiler  # noqa: E402
 from compiler import zoo  # noqa: E402
 from compiler.zoo.photos import calibration_photos, photos  # noqa: E402
-from passes.quantize.mixed import sqnr_db  # noqa: E402
+from compiler.sensitivity import sqnr_db  # noqa: E402
 from quant_utils import ort_quantize_static  # noqa: E402
 
 OBSERVERS = ("minmax", "percentile", "entropy", "mse")

@@ -5,12 +5,14 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import tvm
+from tvm.support import cc
 
 from .atomic import atomic_path
 from .errors import SqueezeError
@@ -19,6 +21,7 @@ from .program import TensorSpec
 FORMAT = "squeeze-artifact/1"
 LIBRARY = "lib.so"
 MANIFEST = "manifest.json"
+CROSS_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}  # compiler -> Debian package
 
 
 def _sha256(data: bytes) -> str:
@@ -75,11 +78,19 @@ class Artifact:
     manifest: Manifest
 
     @classmethod
-    def from_executable(cls, executable: tvm.runtime.Executable, manifest: Manifest) -> "Artifact":
-        """Export ``executable`` to a shared library and record its checksum."""
+    def from_executable(cls, executable: tvm.runtime.Executable, manifest: Manifest,
+                        cross_compiler: str | None = None) -> "Artifact":
+        """Export ``executable`` to a shared library (linked by ``cross_compiler`` for another
+        architecture, e.g. ``aarch64-linux-gnu-gcc``) and record its checksum."""
+        kwargs = {}
+        if cross_compiler is not None:
+            if shutil.which(cross_compiler) is None:
+                raise SqueezeError(f"cross compiler {cross_compiler} not found: install it (Debian: apt-get install "
+                                   f"{CROSS_PACKAGES.get(cross_compiler, cross_compiler)})")
+            kwargs["fcompile"] = cc.cross_compiler(cross_compiler)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, LIBRARY)
-            executable.export_library(path)
+            executable.export_library(path, **kwargs)
             data = Path(path).read_bytes()
         manifest.files = {LIBRARY: _sha256(data)}
         manifest.versions = {"squeeze": squeeze_version(), "tvm": tvm.__version__}

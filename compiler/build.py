@@ -7,8 +7,9 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_call_tir, is_op, rewrite_call, wildcard
 
-from targets import TargetSpec
+from targets import TargetSpec, host_target
 
+from .hostexec import register_host_vm
 from .program import Program
 from .verify import check_tuned
 
@@ -110,7 +111,7 @@ def lower(program: Program, spec: TargetSpec, database: str | os.PathLike | None
     with target:
         if database is not None:
             tuned = relax.transform.MetaScheduleApplyDatabase(os.fspath(database))(mod)
-            mod = check_tuned(mod, tuned, target, getattr(spec.schedule, "schedule_primfunc", None), database)
+            mod = check_tuned(mod, tuned, target, spec.schedule_func, database)
         if spec.schedule is not None:
             mod = spec.schedule(target)(mod)
         return prepack_weights()(mod)
@@ -124,3 +125,11 @@ def build(program: Program, spec: TargetSpec, database: str | os.PathLike | None
 def compile_lowered(mod: tvm.IRModule, spec: TargetSpec) -> tvm.runtime.Executable:
     """Compile the output of :func:`lower` into a Relax VM executable."""
     return tvm.compile(mod, spec.target, relax_pipeline=relax.pipeline.default_build_pipeline())
+
+
+def host_vm(program: Program) -> relax.VirtualMachine:
+    """``program`` built for this host's target (:func:`targets.host_target`), in a VM."""
+    return relax.VirtualMachine(build(program, host_target()), tvm.cpu())
+
+
+register_host_vm(host_vm)

@@ -7,23 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import prune_cli
+from .cli_args import add_calibration_args, calibration_source, log, shape_arg
 from .errors import SqueezeError
 
 LAYER_COLUMNS = ["name", "op", "input", "output", "dtype", "macs", "param_bytes"]
-
-
-def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
-    name, sep, dims = text.rpartition(":")
-    try:
-        if not sep or not name:
-            raise ValueError
-        return name, tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad input shape '{text}': use name:1x3x224x224") from None
-
-
-def log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _load_npz(path: str, names: list[str]) -> dict[str, np.ndarray]:
@@ -47,32 +35,6 @@ def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, **arrays)
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got '{text}'") from None
-
-
-def add_calibration_args(group) -> None:
-    """``--calib`` and its image preprocessing options (shared by compile and prune)."""
-    group.add_argument("--calib", help="calibration data: .npz (one array per input) or a folder of images")
-    group.add_argument("--calib-mean", type=_floats, default=(0.0, 0.0, 0.0), help="image normalization mean")
-    group.add_argument("--calib-std", type=_floats, default=(1.0, 1.0, 1.0), help="image normalization std")
-    group.add_argument("--calib-gray", action="store_true", help="read calibration images as grayscale")
-
-
-def calibration_source(args):
-    """``--calib`` as a calibration source: an .npz path, an ImageFolder, or None."""
-    if not getattr(args, "calib", None):
-        return None
-    if Path(args.calib).is_dir():
-        from .config import ImageFolder
-
-        return ImageFolder(args.calib, mean=args.calib_mean, std=args.calib_std, grayscale=args.calib_gray)
-    return args.calib
-
-
 def _quant_config(args):
     """``--quantize int8[:scheme]`` and its companions as a QuantConfig (None without --quantize)."""
     if not args.quantize:
@@ -91,7 +53,6 @@ def _quant_config(args):
 
 def cmd_compile(args) -> None:
     import compiler
-    from passes.prune import cli as prune_cli
 
     from .atomic import check_writable
 
@@ -148,8 +109,6 @@ def cmd_tune(args) -> None:
 
 
 def cmd_inspect(args) -> None:
-    from passes.prune.cli import annotate, weight_sparsity
-
     from .report import format_table
 
     path = Path(args.path)
@@ -163,7 +122,7 @@ def cmd_inspect(args) -> None:
             for s in specs:
                 print(f"  {kind} {s.name}: {'x'.join(map(str, s.shape))} {s.dtype}")
         rows = manifest.summary.get("layers", [])
-        columns = LAYER_COLUMNS + annotate(rows, manifest.summary.get("prune"))
+        columns = LAYER_COLUMNS + prune_cli.annotate(rows, manifest.summary.get("prune"))
         if args.profile:
             print(format_table(rows, columns))
             return _profile(path, args)
@@ -174,7 +133,7 @@ def cmd_inspect(args) -> None:
 
         program = run_passes(import_onnx(path, dict(args.input_shape or [])), Recipe.cleanups())
         rows = layer_table(program.mod)
-        columns = LAYER_COLUMNS + annotate(rows, weight_sparsity(path, dict(args.input_shape or [])))
+        columns = LAYER_COLUMNS + prune_cli.annotate(rows, prune_cli.weight_sparsity(path, dict(args.input_shape or [])))
         if args.sensitivity:
             print(format_table(rows, LAYER_COLUMNS))
             return _sensitivity(program, args)
@@ -200,9 +159,8 @@ def _profile(path: Path, args) -> None:
 
 
 def _sensitivity(program, args) -> None:
-    from passes.quantize.mixed import plot_sensitivity, sensitivity
-
     from .report import format_table
+    from .sensitivity import plot_sensitivity, sensitivity
 
     if not args.calib:
         raise SqueezeError("--sensitivity needs calibration data: add --calib data.npz")
@@ -234,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
     def model_args(sp, model_help="ONNX model"):
         sp.add_argument("model", help=model_help)
         sp.add_argument("--target", default="x86", help="target name (see `squeeze targets`)")
-        sp.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME:1x3x224x224",
+        sp.add_argument("--input-shape", action="append", type=shape_arg, metavar="NAME:1x3x224x224",
                         help="static shape for a dynamic input (repeatable)")
 
     c = sub.add_parser("compile", help="compile an ONNX model into an artifact (.tar)")
@@ -253,8 +211,6 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("--keep-first-last", action="store_true", help="keep the first and last layers float")
     q.add_argument("--equalize", action="store_true", help="cross-layer equalization before quantizing")
     q.add_argument("--bias-correction", action="store_true", help="correct the quantization bias shift")
-    from passes.prune import cli as prune_cli
-
     prune_cli.add_compile_arguments(c)
     c.set_defaults(func=cmd_compile)
     prune_cli.add_command(sub, model_args)
@@ -276,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="per-layer table of an ONNX model or an artifact")
     i.add_argument("path", help="model.onnx or artifact.tar")
-    i.add_argument("--input-shape", action="append", type=_shape_arg, metavar="NAME:1x3x224x224")
+    i.add_argument("--input-shape", action="append", type=shape_arg, metavar="NAME:1x3x224x224")
     i.add_argument("--sensitivity", action="store_true", help="per-layer quantization sensitivity (needs --calib)")
     i.add_argument("--calib", help="calibration data (.npz) for --sensitivity")
     i.add_argument("--quantize", metavar="SCHEME", help="scheme for --sensitivity (default int8)")

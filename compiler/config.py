@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from passes.quantize.calibrate import ImageFolder
 
 from .pipeline import PassSpec, Recipe
+
+if TYPE_CHECKING:
+    from targets import TargetSpec
 
 __all__ = ["QuantConfig", "ImageFolder"]
 
@@ -17,8 +20,8 @@ class QuantConfig:
 
     Parameters
     ----------
-    scheme : str
-        Scheme name or alias: ``int8`` (= ``w8_sym_per_channel__a8_asym_per_tensor``),
+    scheme : str, optional
+        None: the target's default (``TargetSpec.quant_scheme``). A name or alias: ``int8`` (= ``w8_sym_per_channel__a8_asym_per_tensor``),
         ``int8_sym``, ``int8_per_tensor``, ``int8_pow2``, ``int4``, ``int8_integer_only`` or a
         full name such as ``w8_sym_per_channel__a8_asym_per_tensor__fixed_point``.
     calibration : path to .npz, ImageFolder, dict of arrays or iterable of batches
@@ -33,7 +36,7 @@ class QuantConfig:
         Cross-layer equalization before, and bias correction after, quantization.
     """
 
-    scheme: str = "int8"
+    scheme: Optional[str] = None
     calibration: Any = None
     observer: str = "minmax"
     skip: Sequence[str] = ()
@@ -43,11 +46,14 @@ class QuantConfig:
     bias_correction: bool = False
     observer_options: dict = field(default_factory=dict)
 
-    def recipe(self, progress: bool = True) -> Recipe:
-        """The passes this config stands for."""
+    def recipe(self, progress: bool = True, target: "TargetSpec | None" = None) -> Recipe:
+        """The passes this config stands for; ``target`` decides the default scheme and which
+        layer kinds are quantized (those it runs in integer kernels)."""
         passes = [PassSpec("equalize")] if self.equalize else []
+        scheme = self.scheme or (target.quant_scheme if target is not None else "int8")
         passes.append(PassSpec("quantize", {
-            "scheme": self.scheme, "calibration": self.calibration, "observer": self.observer,
+            "scheme": scheme, "calibration": self.calibration, "observer": self.observer,
+            "ops": tuple(sorted(target.integer_ops)) if target is not None else None,
             "skip": tuple(self.skip), "skip_ops": tuple(self.skip_ops),
             "keep_first_last": self.keep_first_last, "bias_correction": self.bias_correction,
             "progress": progress,

@@ -1,6 +1,7 @@
 """Small helpers over Relax functions shared by passes."""
 from __future__ import annotations
 
+import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
@@ -69,3 +70,44 @@ def rebind(func: relax.Function, values: dict) -> relax.Function:
                 super().visit_var_binding_(binding)
 
     return _Rebind().visit_expr(func)
+
+
+LAYER_KINDS = ("conv2d", "grouped_conv2d", "depthwise_conv2d", "matmul")
+
+
+def layer_kind(call) -> str:
+    """What a layer call is, as targets declare it: one of :data:`LAYER_KINDS`, else ``""``.
+
+    A conv2d is ``depthwise_conv2d`` when each group holds one input and one output channel
+    (as far as its static shapes tell), ``grouped_conv2d`` for other groupings.
+    """
+    name = op_name(call)
+    if name == "relax.matmul":
+        return "matmul"
+    if name != "relax.nn.conv2d":
+        return ""
+    groups = int(call.attrs.groups)
+    if groups == 1:
+        return "conv2d"
+    data, weight = (getattr(a.ty, "shape", None) for a in call.args[:2])
+    try:
+        channels = int(data[str(call.attrs.data_layout).index("C")])
+        outputs = int(weight[str(call.attrs.kernel_layout).index("O")])
+    except (TypeError, ValueError):
+        return "grouped_conv2d"
+    return "depthwise_conv2d" if groups == channels == outputs else "grouped_conv2d"
+
+
+def with_main(mod: tvm.IRModule, main: relax.Function) -> tvm.IRModule:
+    """A copy of ``mod`` with ``main`` replaced and every other function kept."""
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    out["main"] = main
+    return out
+
+
+def replace_main(mod: tvm.IRModule, main: relax.Function) -> tvm.IRModule:
+    """:func:`with_main`, then bindings canonicalized and dead code removed (functions
+    nothing calls any more included)."""
+    out = relax.transform.CanonicalizeBindings()(with_main(mod, main))
+    entries = [gv.name_hint for gv, f in out.functions_items() if isinstance(f, relax.Function)]
+    return relax.transform.DeadCodeElimination(entries)(out)

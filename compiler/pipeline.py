@@ -1,4 +1,8 @@
-"""Pass manager: a recipe (Python or TOML) becomes an ordered list of named passes."""
+"""Pass manager: a recipe (Python or TOML) becomes an ordered list of named passes.
+
+Most names are IR → IR passes of the ``passes`` registry; a few are driver steps that need
+to run the model first (``quantize``: calibrate on the host, then the ``realize`` pass).
+"""
 from __future__ import annotations
 
 import os
@@ -9,11 +13,33 @@ from typing import Callable, Iterable
 
 import tvm
 
-from passes import make_pass
+import targets  # noqa: F401  (registers the targets' passes, e.g. block_sparse)
+from passes import make_pass, pass_names
 from passes.registry import reraise_user_error
 
+from . import calibration
 from .errors import SqueezeError
 from .program import Program
+
+# Recipe steps that are not pure passes: name -> factory(**options) -> (IRModule -> IRModule).
+STEPS = {"quantize": calibration.quantize}
+
+
+def step_names() -> list[str]:
+    """Every name a recipe may use: the registered passes and the driver steps."""
+    return sorted({*pass_names(), *STEPS})
+
+
+def make_step(name: str, **options):
+    """The pass or driver step ``name`` with ``options`` (unknown names and options: one-line errors)."""
+    if name not in STEPS:
+        if name not in pass_names():
+            raise SqueezeError(f"unknown pass '{name}': choose one of {', '.join(step_names())}")
+        return make_pass(name, **options)
+    try:
+        return STEPS[name](**options)
+    except TypeError as err:
+        raise SqueezeError(f"bad options for step '{name}': {err}") from None
 
 CLEANUPS = ("fold_constant", "fold_bn", "canonicalize_clip", "fold_constant", "dead_code")
 
@@ -86,7 +112,7 @@ def run_passes(
         Receives one line per pass.
     """
     program = program.bind_params()
-    passes = [(spec.name, make_pass(spec.name, **spec.options)) for spec in recipe.passes]
+    passes = [(spec.name, make_step(spec.name, **spec.options)) for spec in recipe.passes]
     out = Path(dump_ir) if dump_ir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,11 @@ import tvm
 from tvm import relax, tirx
 from tvm.s_tir.stmt import SBlock
 
-from passes.prune.sparse_rewrite import MACS_ATTR as SPARSE_MACS_ATTR
-from passes.prune.sparse_rewrite import SPARSE_ATTR
-from targets.x86.int8.kernels import KERNEL_ATTR as KIND_ATTR
-from targets.x86.int8.kernels import MACS_ATTR
-from targets.x86.schedules import RULE_ATTR
+from targets.integer.kernels import KERNEL_ATTR as KIND_ATTR
+from targets.integer.kernels import MACS_ATTR
+from targets.schedules import RULE_ATTR
+from targets.sparse.rewrite import MACS_ATTR as SPARSE_MACS_ATTR
+from targets.sparse.rewrite import SPARSE_ATTR
 
 
 def _blocks(stmt) -> list:
@@ -67,7 +67,7 @@ def kernel_table(mod: tvm.IRModule) -> dict[str, dict]:
         macs, kind = _contraction(func)
         if kind:
             rule = f"int8 {kind}" + (" (tuned)" if rule == "tuned" else "")
-        elif SPARSE_ATTR in attrs:  # written scheduled by passes.prune (bsr, nm)
+        elif SPARSE_ATTR in attrs:  # written scheduled by targets.sparse (bsr, nm)
             rule, macs = f"sparse {attrs[SPARSE_ATTR]}", int(attrs[SPARSE_MACS_ATTR])
         table[gvar.name_hint] = {"kernel": rule, "ops": 2 * macs}
     return table

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import threading
@@ -12,24 +11,32 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from targets.host import host_cpu, host_triple, isa_extensions, triple_arch
+
 from .artifact import LIBRARY, Artifact, Manifest
 from .errors import SqueezeError
 
 
-def _check_host(manifest: Manifest) -> None:
-    from targets.x86.host import host_cpu
+def check_host(manifest: Manifest) -> None:
+    """Refuse, in one line, an artifact this machine cannot run: another architecture, a
+    device it lacks, or instruction-set extensions its CPU does not have.
 
-    arch = manifest.target.get("arch")
-    if arch and arch != platform.machine():
+    Only real ISA extensions count (older manifests also listed LLVM tuning flags).
+    """
+    record, host = manifest.target, triple_arch(host_triple())
+    arch = record.get("arch") or triple_arch(record.get("triple", host_triple()))
+    if arch != host:
         raise SqueezeError(
-            f"artifact built for {arch}, this host is {platform.machine()}: run it there (--rpc) or recompile"
-        )
-    missing = sorted(set(manifest.target.get("isa", [])) - host_cpu()[1])
+            f"artifact built for {arch} ({record.get('triple', arch)}, target {record.get('name')}), this host is "
+            f"{host}: run it on an {arch} board with --rpc host:port, or recompile for this host")
+    if record.get("device", "cpu") != "cpu":
+        raise SqueezeError(f"artifact runs on a {record['device']} device, this runtime opens the CPU only: "
+                           "recompile for a CPU target")
+    missing = sorted(set(isa_extensions(record.get("isa", []))) - host_cpu()[1])
     if missing:
         raise SqueezeError(
-            f"artifact needs CPU features this host lacks ({', '.join(missing)}): "
-            "recompile with --target x86 on this host or --target llvm"
-        )
+            f"artifact needs CPU extensions this host lacks ({', '.join(missing)}): "
+            "recompile with --target x86 on this host or --target llvm, or run it where they exist with --rpc")
 
 
 def _connect(rpc: str):
@@ -56,7 +63,7 @@ class Module:
         with open(lib_path, "wb") as f:
             f.write(artifact.library)
         if rpc is None:
-            _check_host(self.manifest)
+            check_host(self.manifest)
             lib, self.device = tvm.runtime.load_module(lib_path), tvm.cpu()
         else:
             self.session = _connect(rpc)

@@ -16,6 +16,7 @@ from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_t
 from targets import TargetSpec
 
 from .build import fused_module
+from .errors import SqueezeError
 from .program import Program
 
 # Candidates measured per task per round; smaller budgets use smaller rounds (at least
@@ -38,15 +39,16 @@ def tune(
     work_dir: str | os.PathLike,
     trials: int,
     progress: bool = True,
+    rpc_tracker: str | None = None,
+    rpc_key: str | None = None,
 ) -> Path:
     """Tune every fused PrimFunc of ``program`` for ``spec`` with MetaSchedule.
 
     The tasks come from the same module that :func:`compiler.build.lower` schedules, so
     ``lower(program, spec, work_dir)`` finds the records. An existing database in
     ``work_dir`` is reused and extended. After the search, each task's best records are
-    re-measured against its default schedule (the target's rules, when ``spec.schedule``
-    exposes ``schedule_primfunc``) and only the fastest is kept, so that a build from the
-    database is not slower than the untuned one.
+    re-measured against its default schedule (``spec.schedule_func``) and only the fastest
+    is kept, so that a build from the database is not slower than the untuned one.
 
     Parameters
     ----------
@@ -61,6 +63,10 @@ def tune(
         more for the tasks that dominate the run time).
     progress : bool
         Print one line per task and per measured round.
+    rpc_tracker, rpc_key : str, optional
+        Measure on the devices registered under ``rpc_key`` at TVM's RPC tracker
+        ``host:port`` (boards run ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``);
+        needed for a target this host cannot run.
 
     Returns
     -------
@@ -84,8 +90,9 @@ def tune(
         contexts = [_with_strategy(ctx, spec.search_strategy(ctx.mod), log) for ctx, log in zip(contexts, loggers)]
     _quiet_console()
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
-    builder = ms.builder.LocalBuilder(f_build=_build_function(), timeout_sec=BUILD_TIMEOUT_S)
-    runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(**EVALUATOR))
+    export = _export_function(spec.cross_compiler) if spec.cross_compiler else None  # None: MetaSchedule's own
+    builder = ms.builder.LocalBuilder(f_build=_build_function(), f_export=export, timeout_sec=BUILD_TIMEOUT_S)
+    runner = _runner(spec, rpc_tracker, rpc_key)
     names = [str(c.task_name) for c in contexts]
     say(f"tuning {len(contexts)} tasks, {trials} trials in all -> {work_dir}")
     per_round = max(MIN_TRIALS_PER_ROUND, min(MAX_TRIALS_PER_ROUND, trials // max(len(contexts), 1)))
@@ -103,8 +110,8 @@ def tune(
         measure_callbacks=[*ms.MeasureCallback.create("default"), _Progress(names, say, start)],
     )
     say(f"search done in {time.time() - start:.0f} s; re-measuring the best candidates")
-    seed = getattr(spec.schedule, "schedule_primfunc", None)
-    for name, verdict in _settle(contexts, target, seed, work_dir, builder, runner):
+    seed = spec.schedule_func
+    for name, verdict in _settle(contexts, target, seed, work_dir, builder, runner, spec.device):
         say(f"  {name}: {verdict}")
     say(f"tuning done in {time.time() - start:.0f} s")
     return work_dir
@@ -119,7 +126,39 @@ def _with_strategy(ctx: ms.TuneContext, strategy, logger: logging.Logger) -> ms.
                           rand_state=ctx.rand_state, num_threads=ctx.num_threads).clone()
 
 
-def _settle(contexts, target, seed, work_dir: Path, builder, runner) -> list[tuple[str, str]]:
+def _runner(spec: TargetSpec, tracker: str | None, key: str | None):
+    """MetaSchedule's local runner for a target this host runs, else its RPC runner on the
+    devices registered at TVM's RPC tracker (the fleet measures; nothing of ours in between)."""
+    evaluator = ms.runner.EvaluatorConfig(**EVALUATOR)
+    if tracker is None:
+        if not spec.runs_on_host():
+            raise SqueezeError(f"target {spec.name} ({spec.triple}) cannot be measured on this host: give "
+                               "--rpc-tracker host:port --rpc-key KEY of boards running tvm.exec.rpc_server")
+        return ms.runner.LocalRunner(evaluator_config=evaluator)
+    host, _, port = tracker.rpartition(":")
+    if not host or not port.isdigit() or not key:
+        raise SqueezeError(f"bad RPC tracker '{tracker}' or missing key: use --rpc-tracker host:port --rpc-key KEY")
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key, session_timeout_sec=120)
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator)
+
+
+def _export_function(cross_compiler: str):
+    """How a built candidate is linked into a shared library with the target's cross compiler
+    (a closure, pickled by value into the builder workers)."""
+
+    def export(mod: tvm.runtime.Module) -> str:
+        import tempfile
+
+        from tvm.support import cc
+
+        path = os.path.join(tempfile.mkdtemp(prefix="squeeze-tune-"), "tuned.so")
+        mod.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+        return path
+
+    return export
+
+
+def _settle(contexts, target, seed, work_dir: Path, builder, runner, device: str) -> list[tuple[str, str]]:
     """Keep, per task, the fastest of MetaSchedule's best records and the default schedule.
 
     Single measurements on a shared machine are noisy and MetaSchedule keeps the lowest
@@ -149,7 +188,7 @@ def _settle(contexts, target, seed, work_dir: Path, builder, runner) -> list[tup
     ok = [i for i, b in enumerate(built) if not b.error_msg]
     best = {i: float("inf") for i in ok}
     for _ in range(REMEASURE):
-        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, "cpu", flat[i].args_info) for i in ok])
+        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, device, flat[i].args_info) for i in ok])
         for i, future in zip(ok, futures):
             result = future.result()
             if not result.error_msg and result.run_secs:

@@ -22,6 +22,8 @@ import tvm_ffi
 from tvm import s_tir, tirx
 from tvm.target.codegen import llvm_get_cpu_features
 
+from targets.host import host_cpu, host_triple, isa_extensions, triple_arch
+
 log = logging.getLogger(__name__)
 CACHE = "squeeze_verified.json"
 FLOAT_RTOL = 1e-3
@@ -65,22 +67,13 @@ def same_results(tuned: tirx.PrimFunc, reference: tirx.PrimFunc, target: tvm.tar
     return True
 
 
-# CPU features that are instruction sets (LLVM's lists also hold tuning flags).
-ISA_PREFIXES = ("avx", "sse", "ssse", "fma", "f16c", "bmi", "amx", "gfni", "vaes", "vpclmul", "sha", "aes",
-                "popcnt", "lzcnt", "movbe", "adx", "neon", "sve", "dotprod", "i8mm")
-
-
 def runs_here(target: tvm.target.Target) -> bool:
     """Whether code for ``target`` runs on this host: an LLVM CPU target for the host's
-    triple whose instruction-set features the host all has."""
-    from targets.x86.host import host_cpu
-
-    triple = str(target.attrs.get("mtriple") or "")
-    host_triple = str(tvm_ffi.get_global_func("tvm.codegen.llvm.GetDefaultTargetTriple")())
-    if target.kind.name != "llvm" or triple not in ("", host_triple):
+    architecture whose instruction-set extensions the host all has."""
+    triple = str(target.attrs.get("mtriple") or host_triple())
+    if target.kind.name != "llvm" or triple_arch(triple) != triple_arch(host_triple()):
         return False
-    needed = {str(f) for f in llvm_get_cpu_features(target) if str(f).startswith(ISA_PREFIXES)}
-    return needed <= host_cpu()[1]
+    return set(isa_extensions(str(f) for f in llvm_get_cpu_features(target))) <= host_cpu()[1]
 
 
 def check_tuned(untuned: tvm.IRModule, tuned: tvm.IRModule, target: tvm.target.Target,
@@ -92,23 +85,29 @@ def check_tuned(untuned: tvm.IRModule, tuned: tvm.IRModule, target: tvm.target.T
     untuned, tuned : IRModule
         The module before and after applying the database.
     target : Target
-        What both are built for (this host: the check runs them).
+        What both are built for. The check runs them, so it needs a target this host can
+        run; records for other targets are used only with a verdict cached in ``database``
+        (e.g. from a check on the device), else the untuned kernel stays.
     default : callable, optional
         ``default(func, target) -> Schedule | None``, the target's default schedule, used
         as the reference (and faster than the unscheduled function).
     database : path
         The database directory, where verdicts are cached.
     """
-    if not runs_here(target):
-        log.warning("tuned kernels for %s are not checked: this host cannot run them", target)
-        return tuned
     cache_path = Path(database) / CACHE
+    local = runs_here(target)
     verdicts = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     for gvar, func in tuned.functions_items():
         before = untuned[gvar] if gvar in untuned.get_global_vars() else None
         if not isinstance(func, tirx.PrimFunc) or before is None or func.same_as(before):
             continue
         key = "-".join(f"{tvm_ffi.structural_hash(x):x}" for x in (func, before, target))
+        if key not in verdicts and not local:
+            # A cross-built kernel is checked where it runs; unchecked, its record is not used.
+            log.warning("tuned %s for %s is not used: this host cannot run it to check it", gvar.name_hint,
+                        target.attrs.get("mtriple", target.kind.name))
+            tuned.update_func(gvar, before)
+            continue
         if key not in verdicts:
             sch = default(before, target) if default is not None else None
             verdicts[key] = same_results(func, sch.mod["main"] if sch is not None else before, target)

@@ -1,41 +1,9 @@
-"""Targets registry: each subpackage registers the targets it provides."""
+"""Targets: each subpackage declares a :class:`TargetSpec` (what it accelerates, how it is built
+and run) on the shared pieces (``schedules``, ``integer``, ``sparse``); see targets/README.md."""
 from __future__ import annotations
 
-from compiler.errors import SqueezeError
-
 from .base import OpSupport, TargetSpec
+from .registry import get_target, host_target, register_target, target_names
+from . import llvm, sparse, x86  # noqa: F401,E402  (registration side effect)
 
-_REGISTRY: dict[str, "callable"] = {}
-
-
-def register_target(name: str):
-    """Register a zero-argument factory returning a :class:`TargetSpec` under ``name``."""
-
-    def wrap(factory):
-        _REGISTRY[name] = factory
-        return factory
-
-    return wrap
-
-
-def target_names() -> list[str]:
-    """Names of all registered targets."""
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
-def get_target(name: "str | TargetSpec") -> TargetSpec:
-    """Resolve a target name (or pass a spec through); unknown names list the valid ones."""
-    if isinstance(name, TargetSpec):
-        return name
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise SqueezeError(f"unknown target '{name}': choose one of {', '.join(target_names())}")
-    return _REGISTRY[name]()
-
-
-def _load_builtin() -> None:
-    from . import llvm, x86  # noqa: F401  (registration side effect)
-
-
-__all__ = ["OpSupport", "TargetSpec", "register_target", "get_target", "target_names"]
+__all__ = ["OpSupport", "TargetSpec", "register_target", "get_target", "host_target", "target_names"]

@@ -100,3 +100,45 @@ def matmul_layer_case(shape: tuple[int, ...], n_out: int, weight_low: int, seed:
     per_out = np.float32(0.03) * w_scale.astype(np.float32)
     want = requantize_reference(acc.astype(np.int32), Requant(per_out / np.float32(0.1), 128, 0, 255, "uint8"), -1)
     return x, body, x_codes, want
+
+
+def missing_features(target_name: str) -> list[str]:
+    """ISA extensions code built for ``target_name`` may use that this host lacks."""
+    from targets.host import host_cpu
+
+    spec = get_target(target_name)
+    return sorted(set(spec.isa) - host_cpu()[1])
+
+
+def host_can_run(target_name: str) -> bool:
+    """Whether code built for ``target_name`` runs here (else it may die with SIGILL)."""
+    return get_target(target_name).runs_on_host()
+
+
+def needs_host(target_name: str):
+    """``skipif`` mark for tests executing code built for ``target_name``: skips with the
+    extensions the host lacks (e.g. "host lacks avx512vnni") instead of crashing."""
+    import pytest
+
+    def reason() -> str:
+        missing = missing_features(target_name)
+        key = [f for f in missing if f in ("avx512vnni", "avx512bw", "avx512f", "avx2")] or missing
+        return f"host lacks {' '.join(key) or 'the architecture of ' + target_name} ({target_name})"
+
+    runs = host_can_run(target_name)
+    return pytest.mark.skipif(not runs, reason="" if runs else reason())
+
+
+def on_host(*target_names: str) -> list:
+    """Target names as ``pytest.param``s that skip where the host cannot run their code."""
+    import pytest
+
+    return [pytest.param(name, marks=needs_host(name), id=name) for name in target_names]
+
+
+def needs_int8_host():
+    """``skipif`` mark for tests expecting the host target (``x86``) to use integer kernels."""
+    import pytest
+
+    return pytest.mark.skipif(not get_target("x86").integer_ops, reason="host has no integer dot-product ISA "
+                                                                         "(needs avx2 or better)")

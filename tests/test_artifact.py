@@ -50,16 +50,44 @@ def test_corrupted_library_detected(cnn_artifact, tmp_path):
         compiler.load(bad)
 
 
-def test_foreign_isa_rejected(cnn_artifact, tmp_path):
+def _edit_target(cnn_artifact, path, **changes):
     def edit(m):
         manifest = json.loads(m["manifest.json"])
-        manifest["target"]["isa"].append("futureisa512")
+        for key, value in changes.items():
+            manifest["target"][key] = value(manifest["target"][key]) if callable(value) else value
         return {**m, "manifest.json": json.dumps(manifest).encode()}
 
-    bad = tmp_path / "foreign.tar"
-    _rewrite(cnn_artifact, bad, edit)
-    with pytest.raises(SqueezeError, match="lacks \\(futureisa512\\)"):
+    _rewrite(cnn_artifact, path, edit)
+    return path
+
+
+def test_foreign_isa_rejected(cnn_artifact, tmp_path):
+    bad = _edit_target(cnn_artifact, tmp_path / "foreign.tar", isa=lambda isa: isa + ["avx10.9-512"])
+    with pytest.raises(SqueezeError, match="lacks \\(avx10.9-512\\)"):
         compiler.load(bad)
+
+
+def test_llvm_tuning_flags_are_not_required(cnn_artifact, tmp_path):
+    """Older manifests listed every LLVM feature of the CPU (tuning flags included): only
+    instruction-set extensions may refuse a load."""
+    old = _edit_target(cnn_artifact, tmp_path / "old.tar", isa=lambda isa: isa + ["fast-15bytenop", "false-deps-popcnt",
+                                                                                 "allow-light-256-bit"])
+    assert compiler.load(old).run({"input": np.zeros((1, 3, 16, 16), np.float32)})
+
+
+def test_other_architecture_rejected_with_rpc_hint(cnn_artifact, tmp_path):
+    arm = _edit_target(cnn_artifact, tmp_path / "arm.tar", arch="aarch64", triple="aarch64-linux-gnu")
+    with pytest.raises(SqueezeError, match="built for aarch64 .*this host is x86_64: run it on an aarch64 board "
+                                           "with --rpc host:port"):
+        compiler.load(arm)
+
+
+def test_manifest_records_where_the_code_runs(cnn_artifact):
+    target = Artifact.read(cnn_artifact).manifest.target
+    assert target["arch"] == "x86_64" and target["triple"].startswith("x86_64")
+    assert target["device"] == "cpu"
+    assert "avx2" in target["isa"] or target["name"] == "llvm"
+    assert not [f for f in target["isa"] if "fast" in f or "false-deps" in f or "tuning" in f]
 
 
 def test_not_a_tar(tmp_path):

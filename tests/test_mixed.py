@@ -5,7 +5,7 @@ from graphs import small_cnn
 
 from compiler.frontend import import_onnx
 from compiler.pipeline import Recipe, run_passes
-from passes.quantize.mixed import sensitivity, sqnr_db
+from compiler.sensitivity import sensitivity, sqnr_db
 
 
 def test_sqnr():

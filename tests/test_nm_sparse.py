@@ -6,7 +6,7 @@ from graphs import GraphBuilder, assert_close_to_scale, run_ort
 
 import compiler
 from passes.prune import PruneConfig, prune_model
-from passes.prune.nm import is_nm, nm_matmul, to_nm
+from targets.sparse.nm import is_nm, nm_matmul, to_nm
 from passes.prune.sparsity import nm_mask
 from targets import get_target
 
@@ -57,7 +57,7 @@ def test_nm_sparse_pass_leaves_many_rows_and_dense_weights_dense():
 
 
 def test_nm_sparse_rejects_bad_patterns():
-    from passes.prune.nm import nm_sparse
+    from targets.sparse.nm import nm_sparse
 
     with pytest.raises(ValueError, match="N:M"):
         nm_sparse((3, 2))

@@ -7,7 +7,7 @@ from graphs import GraphBuilder, assert_close_to_scale, run_ort
 
 import compiler
 from passes.prune import PruneConfig, prune_model
-from passes.prune.bsr import block_density, bsr_matmul, scratch_shape, to_bsr
+from targets.sparse.bsr import block_density, bsr_matmul, scratch_shape, to_bsr
 from passes.prune.sparsity import block_mask, element_mask, nm_mask, storage_bytes
 
 

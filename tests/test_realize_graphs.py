@@ -9,7 +9,7 @@ from quant_utils import integer_ops, runner
 from compiler import zoo
 from compiler.frontend import import_onnx
 from compiler.pipeline import PassSpec, Recipe, run_passes
-from passes.quantize.mixed import sqnr_db
+from compiler.sensitivity import sqnr_db
 
 
 def _concat_depthwise_pool():

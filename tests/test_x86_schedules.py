@@ -18,8 +18,8 @@ from tvm import relax
 from compiler.build import lower
 from compiler.frontend import import_onnx
 from targets import get_target
-from targets.x86.schedules import RULE_ATTR, default_schedule
-from targets.x86.schedules.common import RegisterTile, VectorISA, pick_register_tile
+from targets.schedules import RULE_ATTR, default_schedule
+from targets.schedules.common import RegisterTile, VectorISA, pick_register_tile
 
 RNG = np.random.default_rng(0)
 TOLERANCE = 1e-4  # max |out - ref| relative to max |ref|

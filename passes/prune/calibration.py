@@ -12,12 +12,12 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from compiler.build import build
+from compiler.hostexec import host_vm
 from compiler.program import Program
 from passes.quantize.calibrate import instrument
-from targets import get_target
 
 from .depgraph import DepGraph
+from .im2col import patches
 from .importance import ChannelStats
 
 Batch = Mapping[str, np.ndarray]
@@ -36,7 +36,7 @@ class Runner:
 
     def __init__(self, program: Program, watch: Sequence[relax.Var]) -> None:
         mod = instrument(program.mod, list(watch))
-        self.vm = relax.VirtualMachine(build(Program(mod, {}, program.inputs, []), get_target("x86")), tvm.cpu())
+        self.vm = host_vm(Program(mod, {}, program.inputs, []))
         self.inputs = [s.name for s in program.inputs]
         self.names = list(program.params)
 
@@ -96,7 +96,6 @@ def contribution_grams(program: Program, graph: DepGraph, batches: Sequence[Batc
     product of the input Gram ``sum_p x x^T`` and the weight Gram ``sum_o w w^T``, summed over
     tap pairs, so the cost grows with ``(C k)^2`` instead of ``C^2 × positions × outputs``.
     """
-    from .reconstruct import patches  # the same im2col as the re-fit
 
     layers = {p.layer.index: p.layer for g in graph.groups for p in g.probes
               if p.layer.op == "matmul" or int(p.layer.call.attrs.groups) == 1}

@@ -25,6 +25,7 @@ from tvm import relax
 from compiler.program import Program
 
 from .calibration import Batch, Runner
+from .im2col import patches
 from .depgraph import DepGraph, Layer, Plan
 from .tracer import Tracer
 from .surgery import masked_params
@@ -97,22 +98,6 @@ def _rows(y: np.ndarray, layer: Layer, pos: np.ndarray) -> np.ndarray:
     """Output rows (positions × channels) of a layer result at flat positions ``pos``."""
     flat = y.reshape(-1, y.shape[-1]) if layer.op == "matmul" else np.moveaxis(y, 1, -1).reshape(-1, y.shape[1])
     return flat[pos].astype(np.float64)
-
-
-def patches(x: np.ndarray, layer: Layer, pos: np.ndarray) -> np.ndarray:
-    """im2col rows of an NCHW conv2d at flat output positions ``pos`` (n, oh, ow)."""
-    attrs, (kh, kw) = layer.call.attrs, [int(d) for d in layer.call.args[1].ty.shape][2:]
-    (sh, sw), (dh, dw) = [int(s) for s in attrs.strides], [int(d) for d in attrs.dilation]
-    top, left, bottom, right = [int(p) for p in attrs.padding]
-    _, _, oh_n, ow_n = [int(d) for d in layer.var.ty.shape]
-    n, rest = np.divmod(pos, oh_n * ow_n)
-    oh, ow = np.divmod(rest, ow_n)
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    hh = oh[:, None] * sh + np.arange(int(kh)) * dh
-    ww = ow[:, None] * sw + np.arange(int(kw)) * dw
-    ch = np.arange(x.shape[1])
-    out = xp[n[:, None, None, None], ch[None, :, None, None], hh[:, None, :, None], ww[:, None, None, :]]
-    return out.reshape(len(pos), -1)
 
 
 def _write(params: dict, graph: DepGraph, problem: _Problem, solution: np.ndarray) -> None:

@@ -4,7 +4,7 @@ Masks are computed on each weight seen as the ``[K, N]`` matrix of ``x @ W`` (K 
 features, N = outputs): N:M keeps the N largest of every M consecutive inputs of each output;
 block sparsity keeps the blocks (``block = (rows along K, columns along N)``) of largest L2 norm;
 element-wise keeps the largest magnitudes and only saves storage (no kernel uses it).
-:mod:`passes.prune.bsr` turns block-sparse dense layers into a block-sparse kernel.
+:mod:`targets.sparse.bsr` turns block-sparse dense layers into a block-sparse kernel.
 """
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Post-training quantization into the integer IR: calibrate, then realize."""
+"""Post-training quantization into the integer IR: the pure ``realize`` pass.
+
+Calibration runs the model on data, so it is a driver step (``compiler.calibration``): it
+observes the float tensors on the host and hands their ranges to :func:`realize`, which
+rewrites the IR and nothing else.
+"""
 from __future__ import annotations
 
 import json
@@ -9,33 +14,34 @@ from tvm import relax
 
 from compiler.errors import SqueezeError
 from compiler.frontend import layer_calls
-from compiler.ir import layer_names, user_inputs
-from compiler.program import TensorSpec
+from compiler.ir import layer_kind, layer_names, replace_main
 
 from ..registry import register_pass, user_errors
-from .calibrate import CalibrationSource, calibrate_module
-from .observers import make_observer
 from . import equalize as _equalize  # noqa: F401  (registers "equalize")
 from . import qdq_to_integer as _qdq  # noqa: F401  (registers "qdq_to_integer")
 from .realize import realize_function
 from .schemes import Scheme, parse_scheme
 
 
-def _input_specs(func: relax.Function) -> list[TensorSpec]:
-    return [TensorSpec(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in user_inputs(func)]
-
-
 def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: bool, num_layers: int,
-                 names: Sequence[str] = ()):
-    """``(index, op) -> reason`` deciding which conv/matmul layers stay float."""
+                 names: Sequence[str] = (), ops: frozenset[str] | None = None):
+    """``(index, call) -> reason`` deciding which conv/matmul layers stay float.
+
+    ``ops`` are the layer kinds (``compiler.ir.layer_kind``) the target runs in integers
+    (None: all); ``skip_ops`` may name a kind or the op (``conv2d`` covers every conv).
+    """
     skip = set(skip)
 
-    def keep_float(index: int, op: str) -> str:
+    def keep_float(index: int, call: relax.Call) -> str:
+        kind = layer_kind(call)
+        op = "conv2d" if kind.endswith("conv2d") else kind
         own = {f"{op}_{index}", *(names[index:index + 1] if index < len(names) else [])}
         if own & skip:
             return "skipped by name"
-        if op in skip_ops:
-            return f"skipped op type {op}"
+        if op in skip_ops or kind in skip_ops:
+            return f"skipped op type {kind}"
+        if ops is not None and kind not in ops:
+            return f"{kind} has no integer kernel on the target"
         if keep_first_last and index in (0, num_layers - 1):
             return "first/last layer kept float"
         return ""
@@ -43,73 +49,65 @@ def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: 
     return keep_float
 
 
-@register_pass("quantize")
-def quantize(
+@register_pass("realize")
+def realize(
     scheme: str | Scheme = "int8",
-    calibration: CalibrationSource | None = None,
+    ranges: dict | None = None,
+    means: dict | None = None,
     observer: str = "minmax",
     skip: Sequence[str] = (),
     skip_ops: Sequence[str] = (),
     keep_first_last: bool = False,
-    bias_correction: bool = False,
-    progress: bool = True,
+    ops: Sequence[str] | None = None,
 ) -> tvm.transform.Pass:
-    """Post-training quantization: calibrate on ``calibration``, then realize the integer IR.
+    """Rewrite ``main`` into the integer IR with calibrated activation ranges.
 
     Parameters
     ----------
     scheme : str or Scheme
         Scheme name or alias (``int8`` = ``w8_sym_per_channel__a8_asym_per_tensor``).
-    calibration : path, ImageFolder, dict or iterable
-        Calibration inputs (see :func:`passes.quantize.calibrate.load_calibration`).
+    ranges : dict
+        ``{var of main: (lo, hi)}`` activation ranges (``compiler.calibration``).
+    means : dict, optional
+        Per-channel means of the same vars: turns on bias correction, subtracting the
+        expected output shift of weight rounding, ``(W_q - W) · E[x]`` (Nagel et al., 2019).
     observer : str
-        ``minmax``, ``moving_average``, ``percentile``, ``entropy`` or ``mse``.
+        The observer the ranges came from (recorded only).
     skip, skip_ops : sequence of str
-        Layers (``conv2d_3`` or ONNX node names) and op types (``conv2d``, ``matmul``) kept float.
+        Layers (``conv2d_3`` or ONNX node names) and op types (``conv2d``, ``depthwise_conv2d``,
+        ``matmul``) kept float.
     keep_first_last : bool
         Keep the first and last conv/matmul layers float.
-    bias_correction : bool
-        Subtract the expected output shift caused by weight rounding, ``(W_q - W) · E[x]``,
-        with ``E[x]`` measured during calibration (Nagel et al., 2019).
+    ops : sequence of str, optional
+        Layer kinds the target runs in integers (``TargetSpec.integer_ops``); others stay float.
 
     Returns
     -------
     tvm.transform.Pass
-        A module pass rewriting ``main``; per-layer decisions go to its ``squeeze.quantized`` attr.
+        A module pass rewriting ``main`` (other functions kept); per-layer decisions go to
+        its ``squeeze.quantized`` attr.
     """
     scheme = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
-    if calibration is None:
-        raise SqueezeError("quantization needs calibration data: pass --calib data.npz (or a folder of images)")
+    if ranges is None:
+        raise SqueezeError("realize needs calibrated ranges: quantize through compiler.compile or the "
+                           "'quantize' recipe step, which calibrates first")
+    kinds = frozenset(ops) if ops is not None else None
 
-    try:
-        make_observer(observer)  # fail on a bad name before any work
-    except ValueError as err:
-        raise SqueezeError(str(err)) from None
-
-    @tvm.transform.module_pass(opt_level=0, name="quantize")
+    @tvm.transform.module_pass(opt_level=0, name="realize")
     @user_errors
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         func = mod["main"]
-        ranges, means = calibrated_ranges(mod, scheme, calibration, observer, progress)
-        keep = layer_filter(skip, skip_ops, keep_first_last, len(layer_calls(func)), layer_names(func))
-        return realize_module(mod, scheme, ranges, keep, means if bias_correction else None, observer)
+        keep = layer_filter(skip, skip_ops, keep_first_last, len(layer_calls(func)), layer_names(func), kinds)
+        return realize_module(mod, scheme, ranges, keep, means, observer)
 
     return transform
 
 
-def calibrated_ranges(mod: tvm.IRModule, scheme: Scheme, calibration: CalibrationSource, observer: str,
-                      progress: bool) -> tuple[dict, dict]:
-    """Calibrated activation ranges for ``scheme`` and per-channel means, keyed by ``main``'s vars."""
-    observers, means = calibrate_module(mod, _input_specs(mod["main"]), calibration, observer, progress)
-    acts = scheme.activations
-    return {v: obs.range(acts.symmetric, acts.bits, acts.unsigned) for v, obs in observers.items()}, means
-
-
 def realize_module(mod: tvm.IRModule, scheme: Scheme, ranges: dict, keep, means: dict | None,
                    observer: str) -> tvm.IRModule:
-    """``mod`` with ``main`` realized in the integer IR, decisions in ``squeeze.quantized``."""
+    """``mod`` with ``main`` realized in the integer IR (every other function kept), decisions
+    in ``squeeze.quantized``."""
     new, records = realize_function(mod["main"], scheme, ranges, keep, means)
     new = new.with_attr("squeeze.quantized", json.dumps({"scheme": scheme.name, "observer": observer,
                                                           "layers": records}))
-    out = tvm.IRModule({"main": new})
-    return relax.transform.DeadCodeElimination(["main"])(relax.transform.CanonicalizeBindings()(out))
+    return replace_main(mod, new)

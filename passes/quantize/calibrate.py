@@ -1,4 +1,8 @@
-"""Calibration: run the float model on user data and observe every float tensor in one pass."""
+"""Calibration data and the instrumented model: what calibration observes and how it is fed.
+
+Running the instrumented model is the driver's step (``compiler.calibration``); this module
+only loads and validates data and rewrites the IR so ``main`` returns the observed tensors.
+"""
 from __future__ import annotations
 
 import os
@@ -11,10 +15,9 @@ import tvm
 from tvm import relax
 
 from compiler.errors import SqueezeError
-from compiler.ir import user_inputs
-from compiler.program import Program, TensorSpec
+from compiler.ir import user_inputs, with_main
+from compiler.program import TensorSpec
 
-from .observers import make_observer
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -136,7 +139,7 @@ def instrument(mod: tvm.IRModule, watched: list[relax.Var]) -> tvm.IRModule:
     outs = [now[position[v]] for v in watched]
     body = relax.SeqExpr(func.body.blocks, relax.Tuple(outs))
     new = relax.Function(func.params, body, ret_ty=relax.TupleType([v.ty for v in outs]), attrs=func.attrs)
-    return relax.transform.ConvertToDataflow()(tvm.IRModule({"main": new}))
+    return relax.transform.ConvertToDataflow()(with_main(mod, new))
 
 
 class ChannelMean:
@@ -155,43 +158,3 @@ class ChannelMean:
     @property
     def mean(self) -> np.ndarray:
         return self.total / self.count
-
-
-def calibrate_module(
-    mod: tvm.IRModule,
-    inputs: list[TensorSpec],
-    data: CalibrationSource,
-    observer: str = "minmax",
-    progress: bool = True,
-    **observer_options,
-) -> tuple[dict, dict]:
-    """Observe every float tensor of ``mod["main"]`` (weights bound) over the calibration data.
-
-    Returns
-    -------
-    observers : dict
-        ``{var of mod["main"]: observer}``, ready for ``observer.range(...)``.
-    means : dict
-        ``{var: per-channel mean}`` (used by bias correction).
-    """
-    from tqdm import tqdm
-
-    from compiler.build import build
-    from targets import get_target
-
-    try:
-        observers_of = {v: make_observer(observer, **observer_options) for v in observed_vars(mod["main"])}
-    except ValueError as err:
-        raise SqueezeError(str(err)) from None
-    batches = load_calibration(data, inputs)
-    watched = list(observers_of)
-    program = Program(instrument(mod, watched), {}, inputs, [])
-    vm = relax.VirtualMachine(build(program, get_target("x86")), tvm.cpu())
-    means = {v: ChannelMean() for v in watched}
-    for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, leave=False):
-        results = vm["main"](*(tvm.runtime.tensor(batch[s.name]) for s in inputs))
-        for var, value in zip(watched, results):
-            arr = value.numpy()
-            observers_of[var].update(arr)
-            means[var].update(arr)
-    return observers_of, {v: m.mean for v, m in means.items()}

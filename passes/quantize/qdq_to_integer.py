@@ -24,7 +24,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from compiler.ir import bindings, op_name
+from compiler.ir import bindings, op_name, replace_main
 
 from ..registry import register_pass
 from .realize import SHAPE_OPS, Activation, QOutput, QTensor, integer_layer, integer_mean, integer_merge
@@ -141,8 +141,8 @@ def qdq_to_integer(integer_only: bool = False) -> tvm.transform.Pass:
     Returns
     -------
     tvm.transform.Pass
-        A module pass over ``main`` (weights bound, not yet constant-folded); per-layer
-        decisions go to ``main``'s ``squeeze.quantized`` attribute.
+        A module pass over ``main`` (weights bound, not yet constant-folded; other functions
+        kept); per-layer decisions go to ``main``'s ``squeeze.quantized`` attribute.
     """
 
     @tvm.transform.module_pass(opt_level=0, name="qdq_to_integer")
@@ -152,8 +152,7 @@ def qdq_to_integer(integer_only: bool = False) -> tvm.transform.Pass:
         for pattern, rewriter in _patterns(records, integer_only):
             func = rewrite_call(pattern, rewriter, func)
         info = {"scheme": "qdq (from the model)", "observer": "none", "layers": records}
-        func = func.with_attr("squeeze.quantized", json.dumps(info))
-        return relax.transform.DeadCodeElimination(["main"])(tvm.IRModule({"main": func}))
+        return replace_main(mod, func.with_attr("squeeze.quantized", json.dumps(info)))
 
     return transform
 

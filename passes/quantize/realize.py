@@ -166,7 +166,7 @@ class _Walk:
 
     scheme: Scheme
     ranges: dict                               # original var -> calibrated (lo, hi)
-    keep_float: Callable[[int, str], str]
+    keep_float: Callable[[int, relax.Call], str]
     uses: dict
     consumer: dict
     means: dict | None = None                  # original var -> per-channel mean (bias correction)
@@ -343,7 +343,7 @@ class _Walk:
         op = op_name(call)
         done = False
         if op in LAYER_OPS:
-            reason = self.keep_float(layer_index, LAYER_OPS[op])
+            reason = self.keep_float(layer_index, call)
             if not reason:
                 done = self.weighted_layer(binding) if isinstance(call.args[1], Const) \
                     else op == "relax.matmul" and self.activation_matmul(binding)
@@ -362,7 +362,7 @@ class _Walk:
             self.env[binding.var] = self.bb.emit(new)
 
 
-def realize_function(func: relax.Function, scheme: Scheme, ranges: dict, keep_float: Callable[[int, str], str],
+def realize_function(func: relax.Function, scheme: Scheme, ranges: dict, keep_float: Callable[[int, relax.Call], str],
                      means: dict | None = None) -> tuple[relax.Function, list[dict]]:
     """Rewrite one Relax function into the integer IR; returns it and per-layer records.
 

@@ -2,18 +2,21 @@
 
 ``x86`` compiles for this machine; ``x86-vnni``, ``x86-avx512`` and ``x86-avx2`` name an ISA
 level explicitly (an LLVM CPU that has it), e.g. to cross-compile for another x86 machine.
-Integer kernels use the best dot product the CPU has (:func:`.int8.select_isa`).
+What is x86's own is the dot-product ISA descriptions and intrinsics (:mod:`.intrin`); the
+kernels, schedules and tuning space are the shared ones (:mod:`targets.integer`,
+:mod:`targets.schedules`).
 """
 from __future__ import annotations
 
 from tvm.target.codegen import llvm_get_cpu_features
 import tvm
 
-from .. import register_target
+from .. import integer
 from ..base import OpSupport, TargetSpec
-from . import int8
-from .host import host_cores, host_cpu
-from .schedules import default_schedule
+from ..host import host_cores, host_cpu
+from ..registry import register_target
+from ..schedules import default_schedule, schedule_primfunc
+from .intrin import ISAS, fix_stock_vnni
 
 FP32_OPS = (
     OpSupport("conv2d", ("float32",), "NHWC/OHWI", "vectorized direct conv"),
@@ -29,6 +32,14 @@ NAMED_CPUS = {
 }
 
 
+def search_strategy(mod: tvm.IRModule):
+    """The shared grid search for integer tasks, after mending TVM's ``dot_16x4_vnni``, which
+    MetaSchedule's default x86 rules use to tensorize other integer blocks (e.g. activation ×
+    activation matmuls)."""
+    fix_stock_vnni()
+    return integer.search_strategy(mod)
+
+
 def x86_spec(name: str, description: str, cpu: str, features: frozenset[str]) -> TargetSpec:
     """A TargetSpec for LLVM CPU ``cpu``, with integer kernels when its features allow.
 
@@ -36,24 +47,27 @@ def x86_spec(name: str, description: str, cpu: str, features: frozenset[str]) ->
     vectors of the schedules (e.g. the integer kernels' requantization epilogues) into two
     ymm halves, which made a residual conv layer's epilogue ~1.8x slower.
     """
-    isa = int8.select_isa(features)
+    isa = integer.select_isa(features, ISAS)
     target_json = {"kind": "llvm", "mcpu": cpu, "num-cores": host_cores()}
     if "avx512f" in features:
         target_json["mattr"] = ["-prefer-256-bit"]
+    ops = integer.support(isa) if isa else ()
     return TargetSpec(
         name=name,
         description=description + (f"; int8 via {isa.name}" if isa else ""),
         target_json=target_json,
-        accelerates=FP32_OPS + (int8.int8_support(isa) if isa else ()),
-        schedule=int8.schedule if isa else default_schedule,
-        legalize=int8.legalize(isa) if isa else None,
-        search_strategy=int8.search_strategy if isa else None,
+        accelerates=FP32_OPS + ops,
+        quant_scheme="int8",  # u8 activations x s8 weights: what vpdpbusd / vpmaddwd take
+        schedule=integer.schedule(default_schedule) if isa else default_schedule,
+        schedule_func=integer.schedule_func(schedule_primfunc) if isa else schedule_primfunc,
+        legalize=integer.legalize(isa, (s.op for s in ops)) if isa else None,
+        search_strategy=search_strategy if isa else None,
         features=tuple(sorted(features)),
         sparse=("block", "nm") if "avx512f" in features else ("block",),
     )
 
 
-@register_target("x86")
+@register_target("x86", host_arch="x86_64")
 def host_x86() -> TargetSpec:
     """The machine Squeeze runs on, with every ISA extension it reports."""
     cpu, feats = host_cpu()

@@ -22,53 +22,12 @@ that name with the correct implementation for MetaSchedule's VNNI rules; it impo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-
-@dataclass(frozen=True)
-class DotISA:
-    """One integer dot-product instruction as the kernels use it.
-
-    Attributes
-    ----------
-    name : str
-        ``vnni``, ``avx512`` or ``avx2``.
-    lanes : int
-        int32 accumulator lanes per instruction (output channels per vector).
-    group : int
-        Reduction elements summed per lane and instruction (input channels per step).
-    weight_dtype : str
-        Dtype weights are packed in.
-    intrin : str
-        Registered tensor-intrinsic name.
-    """
-
-    name: str
-    lanes: int
-    group: int
-    weight_dtype: str
-    intrin: str
-
-
-def _desc(lanes: int, group: int, wdtype: str):
-    @T.prim_func(s_tir=True)
-    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (group,), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (lanes, group), wdtype, offset_factor=1)
-        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
-            T.writes(C[0:lanes])
-            for i, k in T.grid(lanes, group):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-    return desc
+from ..integer.isa import DotISA, dot_desc, register_isa
 
 
 def _vnni_impl():
@@ -109,15 +68,19 @@ def _pmaddwd_impl(lanes: int, llvm_name: str):
     return impl
 
 
-VNNI = DotISA("vnni", 16, 4, "int8", "squeeze_dot_16x4_vnni")
-AVX512 = DotISA("avx512", 16, 2, "int16", "squeeze_dot_16x2_avx512")
-AVX2 = DotISA("avx2", 8, 2, "int16", "squeeze_dot_8x2_avx2")
-ISAS = {isa.name: isa for isa in (VNNI, AVX512, AVX2)}
+VNNI = register_isa(DotISA("vnni", 16, 4, "uint8", "int8", "squeeze_dot_16x4_vnni", registers=32, vector_bytes=64,
+                            features=("avx512vnni", "avx512bw"), instruction="vpdpbusd"))
+AVX512 = register_isa(DotISA("avx512", 16, 2, "uint8", "int16", "squeeze_dot_16x2_avx512", registers=32,
+                              vector_bytes=64, features=("avx512bw",), instruction="vpmaddwd zmm"))
+AVX2 = register_isa(DotISA("avx2", 8, 2, "uint8", "int16", "squeeze_dot_8x2_avx2", registers=16, vector_bytes=32,
+                            features=("avx2",), instruction="vpmaddwd ymm"))
+ISAS = (VNNI, AVX512, AVX2)  # best first
 
-TensorIntrin.register(VNNI.intrin, _desc(16, 4, "int8"), _vnni_impl(), override=True)
-TensorIntrin.register(AVX512.intrin, _desc(16, 2, "int16"), _pmaddwd_impl(16, "llvm.x86.avx512.pmaddw.d.512"),
+TensorIntrin.register(VNNI.intrin, dot_desc(16, 4, "uint8", "int8"), _vnni_impl(), override=True)
+TensorIntrin.register(AVX512.intrin, dot_desc(16, 2, "uint8", "int16"),
+                      _pmaddwd_impl(16, "llvm.x86.avx512.pmaddw.d.512"), override=True)
+TensorIntrin.register(AVX2.intrin, dot_desc(8, 2, "uint8", "int16"), _pmaddwd_impl(8, "llvm.x86.avx2.pmadd.wd"),
                       override=True)
-TensorIntrin.register(AVX2.intrin, _desc(8, 2, "int16"), _pmaddwd_impl(8, "llvm.x86.avx2.pmadd.wd"), override=True)
 
 
 @cache
@@ -125,4 +88,4 @@ def fix_stock_vnni() -> None:
     """Make TVM's own ``dot_16x4_vnni`` (used by MetaSchedule's x86 VNNI rules) compile on LLVM 22."""
     import tvm.s_tir.tensor_intrin.x86 as stock
 
-    TensorIntrin.register(stock.VNNI_DOT_16x4_INTRIN, _desc(16, 4, "int8"), _vnni_impl(), override=True)
+    TensorIntrin.register(stock.VNNI_DOT_16x4_INTRIN, dot_desc(16, 4, "uint8", "int8"), _vnni_impl(), override=True)

@@ -6,9 +6,10 @@ re-laid out at run time. Each kernel returns the int32 accumulator; the bias and
 requantization ops that follow stay Relax ops, which FuseOps folds into the kernel's
 PrimFunc and the schedule runs per register tile (:mod:`.schedule`).
 
-Signed int8 activations are shifted to uint8 (``x + 128``, an elementwise op fused into
-the producer) and ``128 · Σ w`` is subtracted per output channel, since ``vpdpbusd`` and
-``vpmaddwd`` take unsigned activations.
+Activations whose signedness differs from the ISA's (int8 codes for ``vpdpbusd``, which takes
+uint8; uint8 codes for ``sdot``, which takes int8) are shifted by 128 (an elementwise op
+fused into the producer) and ``shift · Σ w`` is subtracted per output channel.
+Which layer kinds are rewritten is the target's declaration (``ops``), not decided here.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .intrin import DotISA
+from compiler.ir import layer_kind
+
+from .isa import DotISA
 from .kernels import ConvShape, conv2d, depthwise_conv2d, matmul, pack_conv_weight, pack_depthwise_weight, \
     pack_matmul_weight
 
@@ -40,14 +43,19 @@ def _to_oihw(weight: np.ndarray, layout: str) -> np.ndarray:
     return weight.transpose([layout.index(axis) for axis in "OIHW"])
 
 
-def _as_unsigned(x: relax.Expr) -> relax.Expr:
-    """int8 codes shifted into uint8 (``x + 128``)."""
-    wide = relax.op.add(relax.op.astype(x, "int32"), relax.const(SIGNED_SHIFT, "int32"))
-    return relax.op.astype(wide, "uint8")
+def _shift(x: relax.Expr, isa: DotISA) -> tuple[relax.Expr, int]:
+    """``x`` in the ISA's activation dtype and the shift added to it (0, +128 or -128)."""
+    dtype = str(x.ty.dtype)
+    if dtype == isa.act_dtype:
+        return x, 0
+    shift = SIGNED_SHIFT if dtype == "int8" else -SIGNED_SHIFT
+    wide = relax.op.add(relax.op.astype(x, "int32"), relax.const(shift, "int32"))
+    return relax.op.astype(wide, isa.act_dtype), shift
 
 
-def accelerated(data: relax.Expr, weight: relax.Expr, out_dtype: str) -> bool:
-    """Whether an op's operands are what the integer kernels take."""
+def _operands_fit(data: relax.Expr, weight: relax.Expr, out_dtype: str) -> bool:
+    """Whether an integer layer's operands are what the kernels take: 8-bit activations of
+    static shape, a constant int8 weight, an int32 result."""
     dtype = str(getattr(data.ty, "dtype", ""))
     w = _const(weight)
     return (out_dtype == "int32" and dtype in ("uint8", "int8") and w is not None and str(w.dtype) == "int8"
@@ -56,17 +64,18 @@ def accelerated(data: relax.Expr, weight: relax.Expr, out_dtype: str) -> bool:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, isa: DotISA):
+    def __init__(self, mod: tvm.IRModule, isa: DotISA, ops: frozenset[str]):
         super().__init__(mod)
-        self.isa = isa
+        self.isa, self.ops = isa, ops
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = self.visit_expr_post_order(call)
-        name = getattr(call.op, "name", "")
-        if name == "relax.nn.conv2d" and accelerated(*call.args, str(call.attrs.out_dtype)):
+        kind = layer_kind(call)
+        if kind not in self.ops or not _operands_fit(*call.args, str(call.attrs.out_dtype)):
+            return call
+        if kind != "matmul":
             return self._conv2d(call)
-        if name == "relax.matmul" and accelerated(*call.args, str(call.attrs.out_dtype)) \
-                and _const(call.args[1]).ndim == 2 and len(_shape(call.args[0])) >= 2:
+        if _const(call.args[1]).ndim == 2 and len(_shape(call.args[0])) >= 2:
             return self._matmul(call)
         return call
 
@@ -110,19 +119,18 @@ class _Rewriter(PyExprMutator):
         shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
                           weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
                           tuple(int(d) for d in attrs.dilation), int(attrs.groups))
-        signed = str(data.ty.dtype) == "int8"
-        if signed:
-            data, pad_value = _as_unsigned(data), pad_value + SIGNED_SHIFT
+        data, shift = _shift(data, self.isa)
+        pad_value += shift
         if shape.depthwise:
-            func, packed = depthwise_conv2d(shape, pad_value, layout), pack_depthwise_weight(weight, shape)
+            func, packed = depthwise_conv2d(shape, self.isa, pad_value, layout), pack_depthwise_weight(weight, shape)
             name = "int8_depthwise_conv2d"
         else:
             func = conv2d(shape, self.isa, pad_value, layout)
             packed, name = pack_conv_weight(weight, shape, self.isa, layout), f"int8_conv2d_{self.isa.name}"
         out = self._kernel(func, name, [data, relax.const(packed)],
                            (shape.batch, shape.out_height, shape.out_width, shape.out_channels))
-        if signed:
-            sums = weight.astype(np.int64).sum(axis=(1, 2, 3)) * SIGNED_SHIFT
+        if shift:
+            sums = weight.astype(np.int64).sum(axis=(1, 2, 3)) * shift
             out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))
         return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(attrs.data_layout) == "NCHW" else out
 
@@ -131,24 +139,23 @@ class _Rewriter(PyExprMutator):
         weight = _const(call.args[1])
         *batch, rows, k = _shape(data)
         n = weight.shape[1]
-        signed = str(data.ty.dtype) == "int8"
-        if signed:
-            data = _as_unsigned(data)
+        data, shift = _shift(data, self.isa)
         func = matmul(tuple(batch), rows, k, n, self.isa)
         out = self._kernel(func, f"int8_matmul_{self.isa.name}",
                            [data, relax.const(pack_matmul_weight(weight, self.isa))], (*batch, rows, n))
-        if signed:
-            sums = weight.astype(np.int64).sum(axis=0) * SIGNED_SHIFT
+        if shift:
+            sums = weight.astype(np.int64).sum(axis=0) * shift
             out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))
         return out
 
 
-def int8_kernels(isa: DotISA) -> tvm.transform.Pass:
-    """Module pass replacing integer conv2d/matmul with constant weights by packed kernels."""
+def int8_kernels(isa: DotISA, ops: frozenset[str]) -> tvm.transform.Pass:
+    """Module pass replacing the integer layers of kinds ``ops`` (``compiler.ir.layer_kind``)
+    that have constant weights by calls of the packed kernels for ``isa``."""
 
-    @tvm.transform.module_pass(opt_level=0, name="x86.int8_kernels")
+    @tvm.transform.module_pass(opt_level=0, name="squeeze.int8_kernels")
     def transform(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Rewriter(mod, isa)
+        rewriter = _Rewriter(mod, isa, ops)
         for gvar, func in list(mod.functions_items()):
             if isinstance(func, relax.Function):
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))

@@ -1,4 +1,4 @@
-"""Helpers shared by the x86 schedule rules: ISA facts, block analysis, tiling."""
+"""Helpers shared by the CPU schedule rules: vector unit facts, block analysis, tiling."""
 from __future__ import annotations
 
 import re
@@ -38,6 +38,8 @@ def vector_isa(target: tvm.target.Target) -> VectorISA:
         return VectorISA(512, 32)
     if "avx" in feats:
         return VectorISA(256, 16)
+    if "neon" in feats:  # AArch64 Advanced SIMD: 32 registers of 128 bits
+        return VectorISA(128, 32)
     return VectorISA(128, 16)
 
 

@@ -1,6 +1,7 @@
 """TE definitions of the integer kernels and the compile-time packing of their weights.
 
-Activations are NHWC uint8 (``NCHWc`` with a single channel block: input channels are
+Written once for every registered dot-product ISA (:mod:`.isa`). Activations are NHWC in the
+ISA's activation dtype (``NCHWc`` with a single channel block: input channels are
 contiguous for the dot-product groups, output channels for the accumulator lanes).
 Weights are packed once, at compile time, so that one instruction's operand is contiguous:
 
@@ -13,8 +14,8 @@ Channel counts that are not multiples of ``Gk`` or ``L`` are padded inside the k
 channels with zeros in a padding stage, output channels by computing whole vectors and
 cropping), so any shape works; convs with few input channels reduce over runs of kernel
 columns instead (:func:`width_fold`). The first conv may read the model's NCHW input
-directly. Reduction blocks carry the ``squeeze.int8`` annotation that the schedules
-(:mod:`.schedule`) look for after fusion.
+directly. Reduction blocks carry the ``squeeze.int8`` annotation (and the ISA's name) that
+the schedules (:mod:`.schedule`) look for after fusion.
 """
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
-from .intrin import DotISA
+from .isa import DotISA
 
 KERNEL_ATTR = "squeeze.int8"  # block annotation: "conv2d", "depthwise" or "matmul"
+ISA_ATTR = "squeeze.isa"  # block annotation: name of the DotISA the kernel is written for
 MACS_ATTR = "squeeze.macs"  # block annotation: multiply-accumulates of the op (channel padding excluded)
 # MetaSchedule hands blocks annotated so to the custom rule registered in .tuning.
 CUSTOM_RULE = {"schedule_rule": "squeeze_int8"}
@@ -136,9 +138,13 @@ def pack_conv_weight(weight_oihw: np.ndarray, shape: ConvShape, isa: DotISA, lay
     return np.ascontiguousarray(w.transpose(0, 1, 5, 6, 3, 2, 4))
 
 
-def _input(shape: ConvShape, layout: str) -> te.Tensor:
+def _input(shape: ConvShape, layout: str, dtype: str) -> te.Tensor:
     dims = {"N": shape.batch, "C": shape.in_channels, "H": shape.height, "W": shape.width}
-    return te.placeholder(_i64(*(dims[a] for a in layout)), "uint8", name="data")
+    return te.placeholder(_i64(*(dims[a] for a in layout)), dtype, name="data")
+
+
+def _attrs(kind: str, isa: DotISA, macs: int) -> dict:
+    return {KERNEL_ATTR: kind, ISA_ATTR: isa.name, MACS_ATTR: macs, **CUSTOM_RULE}
 
 
 def _padded_input(data: te.Tensor, shape: ConvShape, layout: str, channels: int, pad_value: int) -> te.Tensor:
@@ -178,7 +184,7 @@ def _padded_runs(data: te.Tensor, shape: ConvShape, layout: str, length: int, pa
 
 
 def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHWC") -> tirx.PrimFunc:
-    """Grouped (or regular) conv2d: uint8 × packed weights → int32 NHWC.
+    """Grouped (or regular) conv2d: activations × packed weights → int32 NHWC.
 
     ``pad_value`` fills the spatial padding (the input's zero point); ``layout`` is the
     input's, NHWC or NCHW (read through the padding stage, so no transpose runs before).
@@ -189,7 +195,7 @@ def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHW
     runs = {"": icg, "columns": icg * shape.kernel_w, "planes": shape.kernel_w}[fold]
     kw = {"": shape.kernel_w, "columns": 1, "planes": icg}[fold]
     ocb, icb = _ceil_div(ocg, lanes), _ceil_div(runs, grp)
-    data = _input(shape, layout)
+    data = _input(shape, layout, isa.act_dtype)
     weight = te.placeholder(_i64(groups, ocb, shape.kernel_h, kw, icb, lanes, grp), isa.weight_dtype, name="weight")
     (sh, sw), (dh, dw) = shape.strides, shape.dilation
     ry, rx, rc = _reduce(shape.kernel_h, "ry"), _reduce(kw, "rx"), _reduce(icb * grp, "rc")
@@ -214,7 +220,7 @@ def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHW
             window(b, y, x, g).astype("int32")
             * weight[g, o // lanes, ry, rx, rc // grp, o % lanes, rc % grp].astype("int32"),
             axis=[ry, rx, rc]),
-        name="conv", attrs={KERNEL_ATTR: "conv2d", MACS_ATTR: shape.macs, **CUSTOM_RULE})
+        name="conv", attrs=_attrs("conv2d", isa, shape.macs))
     out = te.compute(_i64(shape.batch, shape.out_height, shape.out_width, shape.out_channels),
                      lambda b, y, x, c: conv[b, y, x, c // ocg, c % ocg], name="crop")
     return te.create_prim_func([data, weight, out])
@@ -224,17 +230,19 @@ def depthwise_dtype(shape: ConvShape) -> str:
     """Arithmetic of the depthwise kernel: float32 when it is exact, else int32.
 
     A window of ``KH × KW`` products of uint8 and int8 stays below 2^24 in magnitude up to
-    514 taps, so float32 fused multiply-adds (two per cycle, with each input pixel converted
-    once per register tile) compute the exact integer sum, faster than ``vpmulld``.
+    514 taps (int8 × int8: 1024), so float32 fused multiply-adds (two per cycle, with each
+    input pixel converted once per register tile) compute the exact integer sum, faster than
+    an int32 multiply. The bound is taken for uint8 activations, which covers both.
     """
     return "float32" if shape.kernel_h * shape.kernel_w * 255 * 128 < 1 << 24 else "int32"
 
 
-def depthwise_conv2d(shape: ConvShape, pad_value: int = 0, layout: str = "NHWC") -> tirx.PrimFunc:
-    """Depthwise conv2d: uint8 × ``[KH, KW, C]`` weights (:func:`depthwise_dtype`) → int32
-    NHWC (see :func:`conv2d` for ``pad_value`` and ``layout``)."""
+def depthwise_conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHWC") -> tirx.PrimFunc:
+    """Depthwise conv2d: activations × ``[KH, KW, C]`` weights (:func:`depthwise_dtype`) → int32
+    NHWC (see :func:`conv2d` for ``pad_value`` and ``layout``); vectorized over channels, no
+    dot-product instruction (``isa`` gives the activation dtype and the vector width)."""
     channels, dtype = shape.in_channels, depthwise_dtype(shape)
-    data = _input(shape, layout)
+    data = _input(shape, layout, isa.act_dtype)
     weight = te.placeholder(_i64(shape.kernel_h, shape.kernel_w, channels), dtype, name="weight")
     padded = _padded_input(data, shape, layout, 1, pad_value)
     (sh, sw), (dh, dw) = shape.strides, shape.dilation
@@ -243,7 +251,7 @@ def depthwise_conv2d(shape: ConvShape, pad_value: int = 0, layout: str = "NHWC")
         _i64(shape.batch, shape.out_height, shape.out_width, channels),
         lambda b, y, x, c: te.sum(padded[b, y * sh + ry * dh, x * sw + rx * dw, c].astype(dtype) * weight[ry, rx, c],
                                   axis=[ry, rx]),
-        name="depthwise", attrs={KERNEL_ATTR: "depthwise", MACS_ATTR: shape.macs, **CUSTOM_RULE})
+        name="depthwise", attrs=_attrs("depthwise", isa, shape.macs))
     out = te.compute(acc.shape, lambda *i: acc[i].astype("int32"), name="exact")
     return te.create_prim_func([data, weight, out])
 
@@ -264,14 +272,14 @@ def pack_matmul_weight(weight_kn: np.ndarray, isa: DotISA) -> np.ndarray:
 
 
 def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA) -> tirx.PrimFunc:
-    """``x[..., rows, K]`` uint8 @ packed ``W`` → int32 ``[..., rows, N]``."""
+    """``x[..., rows, K]`` @ packed ``W`` → int32 ``[..., rows, N]``."""
     lanes, grp = isa.lanes, isa.group
     kp, nb = _ceil_div(k, grp) * grp, _ceil_div(n, lanes)
-    data = te.placeholder(_i64(*batch_shape, rows, k), "uint8", name="data")
+    data = te.placeholder(_i64(*batch_shape, rows, k), isa.act_dtype, name="data")
     weight = te.placeholder(_i64(nb, kp // grp, lanes, grp), isa.weight_dtype, name="weight")
     if kp != k:
         padded = te.compute(_i64(*batch_shape, rows, kp),
-                            lambda *i: tirx.if_then_else(i[-1] < k, data[i], tirx.const(0, "uint8")), name="pad")
+                            lambda *i: tirx.if_then_else(i[-1] < k, data[i], tirx.const(0, isa.act_dtype)), name="pad")
     else:
         padded = data
     rk = _reduce(kp, "rk")
@@ -279,6 +287,6 @@ def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA)
         _i64(*batch_shape, rows, nb * lanes),
         lambda *i: te.sum(padded[(*i[:-1], rk)].astype("int32")
                           * weight[i[-1] // lanes, rk // grp, i[-1] % lanes, rk % grp].astype("int32"), axis=rk),
-        name="matmul", attrs={KERNEL_ATTR: "matmul", MACS_ATTR: math.prod(batch_shape) * rows * k * n, **CUSTOM_RULE})
+        name="matmul", attrs=_attrs("matmul", isa, math.prod(batch_shape) * rows * k * n))
     out = te.compute(_i64(*batch_shape, rows, n), lambda *i: acc[i], name="crop")
     return te.create_prim_func([data, weight, out])

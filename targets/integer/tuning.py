@@ -1,10 +1,10 @@
 """MetaSchedule search space for the integer kernels.
 
 The kernels' reduction blocks carry ``schedule_rule = "squeeze_int8"``; MetaSchedule's
-``ApplyCustomRule`` (first of the default x86 rules) then calls :func:`custom_rule`, which
+``ApplyCustomRule`` (first of the default CPU rules) then calls :func:`custom_rule`, which
 returns the default template of :mod:`.schedule` with the register tile sampled
 (``sample_perfect_tile``: rows × accumulator vectors), tensorized with the ISA's dot product
-(``vpdpbusd`` for VNNI): the default schedule is one point of that space.
+(e.g. ``vpdpbusd`` for VNNI): the default schedule is one point of that space.
 The search space is small (the divisors of the output width × those of the number of
 output-channel vectors), so :class:`GridSearch` measures all of it, most promising first,
 instead of running the evolutionary search (whose rounds cost 30-45 s of candidate
@@ -31,14 +31,12 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.s_tir.meta_schedule.search_strategy import MeasureCandidate, PySearchStrategy
 from tvm.s_tir.schedule import SBlockRV, ScheduleError
 
-from .intrin import fix_stock_vnni
 from .kernels import CUSTOM_RULE, KERNEL_ATTR
-from .schedule import MAX_ACC_BYTES, kernel_block, schedule_kernel
+from .schedule import MAX_ACC_BYTES, block_isa, kernel_block, schedule_kernel
 
 (RULE_ANNOTATION, RULE), = CUSTOM_RULE.items()
 NO_RULE = "None"  # value that makes MetaSchedule skip a block already scheduled
 GRID_FILE = "squeeze_grid.json"
-MAX_ACCUMULATORS = MAX_ACC_BYTES // 64  # zmm accumulators that stay in a stack (register) buffer
 
 
 def _all_blocks(sch: s_tir.Schedule) -> list[SBlockRV]:
@@ -77,17 +75,19 @@ def _tile_decisions(trace: s_tir.Trace) -> tuple:
 def tile_grid(space: s_tir.Schedule, mod: tvm.IRModule, seen: set[tuple] = frozenset()) -> list[s_tir.Schedule]:
     """Every other register-tile choice of a design space, applied to ``mod``.
 
-    Tiles whose accumulators fit the register budget come first, largest first; the
-    space's own decisions (the default schedule, measured when tuning starts) and those
+    Tiles whose accumulators fit in a stack (register) buffer come first, largest first;
+    the space's own decisions (the default schedule, measured when tuning starts) and those
     in ``seen`` (measured by an earlier run) are left out.
     """
+    sch = s_tir.Schedule(mod)
+    max_accumulators = MAX_ACC_BYTES // block_isa(sch, kernel_block(sch)[0]).vector_bytes
     trace = space.trace
     samples = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
     defaults = _tile_decisions(trace)
     options = [[(ext // d, d) for d in _divisors(ext, int(inst.attrs[1]))]
                for inst, ext in zip(samples, (math.prod(d) for d in defaults))]
     combos = [c for c in itertools.product(*options) if c != defaults and c not in seen]
-    combos.sort(key=lambda c: (math.prod(d[1] for d in c) > MAX_ACCUMULATORS, -math.prod(d[1] for d in c)))
+    combos.sort(key=lambda c: (math.prod(d[1] for d in c) > max_accumulators, -math.prod(d[1] for d in c)))
     schedules = []
     for combo in combos:
         candidate = trace
@@ -159,12 +159,7 @@ class GridSearch(PySearchStrategy):
 
 
 def search_strategy(mod: tvm.IRModule) -> GridSearch | None:
-    """``TargetSpec.search_strategy`` hook: grid search for integer-kernel tasks.
-
-    Also mends TVM's ``dot_16x4_vnni`` first, which MetaSchedule's default rules use to
-    tensorize other integer blocks (e.g. activation × activation matmuls).
-    """
-    fix_stock_vnni()
+    """``TargetSpec.search_strategy`` hook: grid search for integer-kernel tasks."""
     return GridSearch() if is_int8_task(mod) else None
 
 

@@ -12,8 +12,8 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
-from ..registry import register_pass
-from .sparse_rewrite import Lowering, emit_kernel, row_tile, sparse_pass
+from passes.registry import register_pass
+from .rewrite import Lowering, emit_kernel, row_tile, sparse_pass
 
 BLOCK_SPARSE = "block_sparse"
 

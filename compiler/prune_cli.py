@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
-from compiler.cli import add_calibration_args, calibration_source, log
-from compiler.errors import SqueezeError
+from passes.prune.config import PruneConfig
 
-from .config import PruneConfig
+from .cli_args import add_calibration_args, calibration_source, log
+from .errors import SqueezeError
 
 PRUNE_COLUMNS = ["kept", "inputs", "sparsity"]
 
@@ -50,10 +50,10 @@ def add_command(sub, model_args) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from compiler.atomic import atomic_path, check_writable
-    from compiler.report import format_table
+    from passes.prune.pruner import prune_model
 
-    from .pruner import prune_model
+    from .atomic import atomic_path, check_writable
+    from .report import format_table
 
     check_writable(args.output)
     ratio = args.ratio if args.ratio == "sensitivity" else _ratio(args.ratio)
@@ -105,7 +105,7 @@ def annotate(rows: list[dict], summary: dict | None) -> list[str]:
 
 def weight_sparsity(model, input_shapes: dict) -> dict:
     """``{"layers": [{"name", "sparsity"}]}``: fraction of zero weights of each conv/matmul."""
-    from .pruner import analyze
+    from passes.prune.pruner import analyze
 
     _, program, graph, _ = analyze(model, input_shapes)
     return {"layers": [{"name": layer.name, "sparsity": round(float((program.params[layer.weight] == 0).mean()), 4)}

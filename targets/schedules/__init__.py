@@ -1,4 +1,7 @@
-"""Default (untuned) x86 schedules for the fused PrimFuncs of a lowered module.
+"""Default (untuned) LLVM CPU schedules for the fused PrimFuncs of a lowered module.
+
+Shared by the CPU targets: the rules read the vector width and register count from the
+target's features (:func:`.common.vector_isa`).
 
 Each rule is ``rule(func, target) -> Schedule | None``; the first rule that returns a
 schedule wins. Functions already scheduled (``tirx.is_scheduled``, e.g. applied from a
@@ -23,7 +26,7 @@ Rule = Callable[[tirx.PrimFunc, tvm.target.Target], Optional[s_tir.Schedule]]
 RULES: tuple[Rule, ...] = (schedule_conv2d, schedule_matmul, schedule_pool, schedule_row_reduction,
                            schedule_elementwise)
 
-RULE_ATTR = "x86.schedule_rule"  # records which rule scheduled a PrimFunc
+RULE_ATTR = "squeeze.schedule_rule"  # records which rule scheduled a PrimFunc
 log = logging.getLogger(__name__)
 
 
@@ -57,7 +60,7 @@ def default_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
     into new constants, so packing costs nothing at run time.
     """
 
-    @tvm.transform.module_pass(opt_level=0, name="x86.default_schedule")
+    @tvm.transform.module_pass(opt_level=0, name="squeeze.default_schedule")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         updates = {}
         for gvar, func in mod.functions_items():
@@ -72,6 +75,3 @@ def default_schedule(target: tvm.target.Target) -> tvm.transform.Pass:
 
     return _pass
 
-
-# Tuning (compiler.tune) seeds its database with these per-function schedules.
-default_schedule.schedule_primfunc = schedule_primfunc

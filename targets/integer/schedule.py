@@ -17,11 +17,11 @@ from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
 from ..schedules.common import extents, inline_injective, vectorize_inner
-from .intrin import ISAS, DotISA
-from .kernels import KERNEL_ATTR
+from .isa import DotISA, get_isa
+from .kernels import ISA_ATTR, KERNEL_ATTR
 
 # Accumulators live in a stack buffer, which TVM only allows below 1024 bytes (larger ones
-# go through TVMBackendAllocWorkspace, once per tile): at most 15 vectors of 64 bytes.
+# go through TVMBackendAllocWorkspace, once per tile): e.g. at most 15 vectors of 64 bytes.
 MAX_ACC_BYTES = 1023
 # Vector registers reserved for operands (weights, broadcast activation) besides accumulators.
 SPARE_REGISTERS = 6
@@ -46,18 +46,14 @@ def kernel_block(sch: s_tir.Schedule) -> tuple[SBlockRV, str] | None:
     return None
 
 
-def block_isa(sch: s_tir.Schedule, block: SBlockRV) -> DotISA | None:
-    """The dot-product ISA whose packing the block's weight operand has, if any."""
-    weight = sch.get(block).reads[1].source
-    lanes, group = (int(d) for d in weight.shape[-2:])
-    for isa in ISAS.values():
-        if (isa.lanes, isa.group, isa.weight_dtype) == (lanes, group, str(weight.dtype)):
-            return isa
-    return None
+def block_isa(sch: s_tir.Schedule, block: SBlockRV) -> DotISA:
+    """The registered dot-product ISA the kernel block was written for (unknown: an error)."""
+    return get_isa(str(sch.get(block).annotations[ISA_ATTR]))
 
 
-def pick_tile(rows: int, nvecs: int, lanes: int, registers: int = 32) -> Tile:
-    """Largest register block dividing the output (``rows`` × ``nvecs`` vectors).
+def pick_tile(rows: int, nvecs: int, lanes: int, registers: int) -> Tile:
+    """Largest register block dividing the output (``rows`` × ``nvecs`` vectors of ``lanes``
+    int32 accumulators, ``registers`` vector registers in all).
 
     Among blocks whose accumulators fit the stack limit and the register file, prefer the
     most accumulators (latency hiding), then the fewest operand loads per instruction.
@@ -118,18 +114,13 @@ def schedule_int8(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Sched
 
 
 def schedule_kernel(sch: s_tir.Schedule, block: SBlockRV, kind: str) -> bool:
-    """Schedule the function around integer kernel ``block`` in place; False if not ours.
+    """Schedule the function around integer kernel ``block`` in place.
 
     Register-tile sizes go through ``sample_perfect_tile`` with the heuristic's choice as
     decision, so the same template is MetaSchedule's search space (:mod:`.tuning`).
     """
-    if kind == "depthwise":
-        _schedule_depthwise(sch, block)
-        return True
     isa = block_isa(sch, block)
-    if isa is None:
-        return False
-    (_schedule_conv2d if kind == "conv2d" else _schedule_matmul)(sch, block, isa)
+    {"depthwise": _schedule_depthwise, "conv2d": _schedule_conv2d, "matmul": _schedule_matmul}[kind](sch, block, isa)
     return True
 
 
@@ -147,7 +138,7 @@ def _schedule_conv2d(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
     pads, store = _around(sch, block)
     b, y, x, g, o, ry, rx, rc = sch.get_loops(block)
     width, groups, channels = extents(sch, [x, g, o])
-    tile = pick_tile(width, channels // isa.lanes, isa.lanes)
+    tile = pick_tile(width, channels // isa.lanes, isa.lanes, isa.registers)
     # A tile must not straddle two groups' outputs (its epilogue would read the other's).
     out_per_group = int(sch.get(store).writes[0].source.shape[-1]) // groups
     per_tile = groups == 1 or out_per_group % isa.lanes == 0
@@ -180,7 +171,7 @@ def _schedule_matmul(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
         _schedule_spatial(sch, pad, 64)
     *batch, i, j, k = sch.get_loops(block)
     rows, cols = extents(sch, [i, j])
-    tile = pick_tile(rows, cols // isa.lanes, isa.lanes)
+    tile = pick_tile(rows, cols // isa.lanes, isa.lanes, isa.registers)
     io, ii = _split_tile(sch, i, tile.rows, MAX_TILE_ROWS)
     jvec, jl = sch.split(j, [None, isa.lanes])
     jo, jv = _split_tile(sch, jvec, tile.nvec, MAX_TILE_VECTORS)
@@ -207,14 +198,15 @@ def _finish(sch: s_tir.Schedule, block: SBlockRV, store: SBlockRV, tile_loop: Lo
     sch.tensorize(lane, isa.intrin)
 
 
-def _schedule_depthwise(sch: s_tir.Schedule, block: SBlockRV, lanes: int = 16) -> None:
+def _schedule_depthwise(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
     """Loops ``b, y, x, c | ry, rx`` → ``par(b, c_out, y), x_out | ry | rx, x_in, c_vec, c_lane``."""
+    lanes = isa.float_lanes
     pads, store = _around(sch, block)
     inline_injective(sch, pads)  # bounds checks on loads beat a padded copy here
     b, y, x, c, ry, rx = sch.get_loops(block)
     width, channels = extents(sch, [x, c])
     vec = lanes if channels % lanes == 0 else max(d for d in (8, 4, 2, 1) if channels % d == 0)
-    tile = pick_tile(width, channels // vec, lanes)
+    tile = pick_tile(width, channels // vec, lanes, isa.registers)
     xo, xi = _split_tile(sch, x, tile.rows, MAX_TILE_ROWS)
     cvec, cl = sch.split(c, [None, vec])
     co, cv = _split_tile(sch, cvec, tile.nvec, MAX_TILE_VECTORS)

@@ -5,16 +5,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import tvm
-from tvm import relax
 
-from compiler.frontend import layer_calls
-from compiler.program import Program
+from passes.quantize import realize_module
+from passes.quantize.calibrate import CalibrationSource, load_calibration
+from passes.quantize.schemes import parse_scheme
 
-from compiler.ir import layer_names
-
-from . import calibrated_ranges, realize_module
-from .calibrate import CalibrationSource, load_calibration
-from .schemes import parse_scheme
+from .calibration import calibrated_ranges
+from .frontend import layer_calls
+from .hostexec import host_vm
+from .ir import layer_names
+from .program import Program
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -47,16 +47,12 @@ def sensitivity(program: Program, calibration: CalibrationSource, scheme: str = 
     """
     from tqdm import tqdm
 
-    from compiler.build import build
-    from targets import get_target
-
     parsed = parse_scheme(scheme)
     ranges, _ = calibrated_ranges(program.mod, parsed, calibration, observer, progress)
     batches = load_calibration(calibration, program.inputs)[:samples]
-    target = get_target("x86")
 
     def outputs(mod):
-        vm = relax.VirtualMachine(build(program.with_mod(mod), target), tvm.cpu())
+        vm = host_vm(program.with_mod(mod))
         return [vm["main"](*(tvm.runtime.tensor(b[s.name]) for s in program.inputs)).numpy() for b in batches]
 
     reference = np.concatenate([o.ravel() for o in outputs(program.mod)])
@@ -64,7 +60,7 @@ def sensitivity(program: Program, calibration: CalibrationSource, scheme: str = 
     names = layer_names(program.mod["main"])
     results = []
     for i in tqdm(range(len(layers)), desc="sensitivity", unit="layer", disable=not progress, leave=False):
-        mod = realize_module(program.mod, parsed, ranges, lambda idx, _op, i=i: "" if idx == i else "scan", None,
+        mod = realize_module(program.mod, parsed, ranges, lambda idx, _call, i=i: "" if idx == i else "scan", None,
                              observer)
         approx = np.concatenate([o.ravel() for o in outputs(mod)])
         op = "conv2d" if layers[i].value.op.name == "relax.nn.conv2d" else "matmul"
@@ -79,7 +75,7 @@ def plot_sensitivity(results: list[Sensitivity], path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from compiler.atomic import atomic_path
+    from .atomic import atomic_path
 
     finite = [r.sqnr_db if np.isfinite(r.sqnr_db) else 99.0 for r in results]
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(results) + 1.5))

@@ -1,0 +1,91 @@
+"""Calibration, the driver step of post-training quantization.
+
+It builds the float model for the host with every observed tensor as an output, runs it on
+the user's data, and hands the observed ranges to the pure ``realize`` pass
+(:mod:`passes.quantize`). The ``quantize`` step of a recipe is this pair.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tvm
+from tqdm import tqdm
+
+from passes import make_pass
+from passes.quantize.calibrate import CalibrationSource, ChannelMean, instrument, load_calibration, observed_vars
+from passes.quantize.observers import make_observer
+from passes.quantize.schemes import Scheme, parse_scheme
+
+from .errors import SqueezeError
+from .hostexec import host_vm
+from .ir import user_inputs
+from .program import Program, TensorSpec
+
+
+def input_specs(mod: tvm.IRModule) -> list[TensorSpec]:
+    """The model inputs of ``mod["main"]``."""
+    return [TensorSpec(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in user_inputs(mod["main"])]
+
+
+def calibrate_module(mod: tvm.IRModule, data: CalibrationSource, observer: str = "minmax", progress: bool = True,
+                     **observer_options) -> tuple[dict, dict]:
+    """Observe every float tensor of ``mod["main"]`` (weights bound) over the calibration data.
+
+    Returns
+    -------
+    observers : dict
+        ``{var of mod["main"]: observer}``, ready for ``observer.range(...)``.
+    means : dict
+        ``{var: per-channel mean}`` (used by bias correction).
+    """
+    try:
+        observers_of = {v: make_observer(observer, **observer_options) for v in observed_vars(mod["main"])}
+    except ValueError as err:
+        raise SqueezeError(str(err)) from None
+    inputs = input_specs(mod)
+    batches = load_calibration(data, inputs)
+    watched = list(observers_of)
+    vm = host_vm(Program(instrument(mod, watched), {}, inputs, []))
+    means = {v: ChannelMean() for v in watched}
+    for batch in tqdm(batches, desc="calibrating", unit="batch", disable=not progress, leave=False):
+        results = vm["main"](*(tvm.runtime.tensor(batch[s.name]) for s in inputs))
+        for var, value in zip(watched, results):
+            arr = value.numpy()
+            observers_of[var].update(arr)
+            means[var].update(arr)
+    return observers_of, {v: m.mean for v, m in means.items()}
+
+
+def calibrated_ranges(mod: tvm.IRModule, scheme: Scheme, calibration: CalibrationSource, observer: str,
+                      progress: bool) -> tuple[dict, dict]:
+    """Calibrated activation ranges for ``scheme`` and per-channel means, keyed by ``main``'s vars."""
+    observers, means = calibrate_module(mod, calibration, observer, progress)
+    acts = scheme.activations
+    return {v: obs.range(acts.symmetric, acts.bits, acts.unsigned) for v, obs in observers.items()}, means
+
+
+def quantize(scheme: str | Scheme = "int8", calibration: CalibrationSource | None = None, observer: str = "minmax",
+             skip: Sequence[str] = (), skip_ops: Sequence[str] = (), keep_first_last: bool = False,
+             bias_correction: bool = False, ops: Sequence[str] | None = None, progress: bool = True):
+    """The ``quantize`` recipe step: ``mod -> mod`` calibrating on the host, then realizing.
+
+    Options are those of ``passes.quantize.realize`` (``ops``: the layer kinds the target
+    runs in integers) plus ``calibration`` (see :func:`passes.quantize.calibrate.load_calibration`),
+    ``observer`` and ``bias_correction``. Bad options fail here, before any work.
+    """
+    scheme = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
+    if calibration is None:
+        raise SqueezeError("quantization needs calibration data: pass --calib data.npz (or a folder of images)")
+    try:
+        make_observer(observer)
+    except ValueError as err:
+        raise SqueezeError(str(err)) from None
+
+    def step(mod: tvm.IRModule) -> tvm.IRModule:
+        ranges, means = calibrated_ranges(mod, scheme, calibration, observer, progress)
+        realize = make_pass("realize", scheme=scheme, ranges=ranges, means=means if bias_correction else None,
+                            observer=observer, skip=skip, skip_ops=skip_ops, keep_first_last=keep_first_last,
+                            ops=ops)
+        return realize(mod)
+
+    return step

@@ -1,0 +1,45 @@
+"""The target registry: subpackages register factories of :class:`~targets.base.TargetSpec` here."""
+from __future__ import annotations
+
+from typing import Callable
+
+from compiler.errors import SqueezeError
+
+from .base import TargetSpec
+from .host import host_triple, triple_arch
+
+_REGISTRY: dict[str, Callable[[], TargetSpec]] = {}
+_HOST: dict[str, str] = {}  # architecture -> the target that compiles for a host of it
+FALLBACK_HOST = "llvm"
+
+
+def register_target(name: str, host_arch: str | None = None):
+    """Register a zero-argument factory returning a :class:`TargetSpec` under ``name``;
+    ``host_arch`` marks it as the target for hosts of that architecture (``x86_64``)."""
+
+    def wrap(factory: Callable[[], TargetSpec]) -> Callable[[], TargetSpec]:
+        _REGISTRY[name] = factory
+        if host_arch is not None:
+            _HOST[host_arch] = name
+        return factory
+
+    return wrap
+
+
+def host_target() -> TargetSpec:
+    """The target for this machine (where calibration and pruning runs are built)."""
+    return get_target(_HOST.get(triple_arch(host_triple()), FALLBACK_HOST))
+
+
+def target_names() -> list[str]:
+    """Names of all registered targets."""
+    return sorted(_REGISTRY)
+
+
+def get_target(name: "str | TargetSpec") -> TargetSpec:
+    """Resolve a target name (or pass a spec through); unknown names list the valid ones."""
+    if isinstance(name, TargetSpec):
+        return name
+    if name not in _REGISTRY:
+        raise SqueezeError(f"unknown target '{name}': choose one of {', '.join(target_names())}")
+    return _REGISTRY[name]()
