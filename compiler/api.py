@@ -6,7 +6,7 @@ from typing import Callable, Mapping, Sequence
 
 from passes.prune import PruneConfig, prune_model
 from passes.quantize.qdq_to_integer import has_qdq
-from targets import TargetSpec, get_target
+from targets import TargetSpec, get_target, host_target
 from targets.sparse import PATTERN_PASSES
 
 from .artifact import Artifact, Manifest
@@ -22,7 +22,7 @@ from .runtime import Module
 
 def compile(  # noqa: A001  (the API is named after what it does, like tvm.compile)
     model: ModelLike,
-    target: str | TargetSpec = "x86",
+    target: str | TargetSpec | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     recipe: Recipe | str | os.PathLike | None = None,
@@ -39,8 +39,8 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     ----------
     model : path or onnx.ModelProto
         The model.
-    target : str or TargetSpec
-        A registered target name (see ``squeeze targets``).
+    target : str or TargetSpec, optional
+        A registered target name (see ``squeeze targets``); default: this host's target.
     input_shapes : dict, optional
         Static shapes for dynamic inputs.
     recipe : Recipe or path to a TOML recipe, optional
@@ -58,7 +58,7 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     log : callable, optional
         Receives progress lines.
     """
-    spec = get_target(target)
+    spec = get_target(target) if target is not None else host_target()
     program = import_onnx(model, input_shapes)
     if prune is None and recipe is not None and not isinstance(recipe, Recipe):
         prune = PruneConfig.from_toml(recipe)

@@ -16,6 +16,7 @@ from passes.quantize.calibrate import CalibrationSource, ChannelMean, instrument
 from passes.quantize.observers import make_observer
 from passes.quantize.schemes import Scheme, parse_scheme
 
+from . import build as _build  # noqa: F401  (registers the host builder that host_vm uses)
 from .errors import SqueezeError
 from .hostexec import host_vm
 from .ir import user_inputs

@@ -96,15 +96,16 @@ def cmd_run(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    from targets import get_target
+    from targets import get_target, host_target
 
     from .frontend import import_onnx
     from .pipeline import Recipe, run_passes
     from .tune import tune
 
-    spec = get_target(args.target)
+    spec = get_target(args.target) if args.target else host_target()
     program = run_passes(import_onnx(args.model, dict(args.input_shape or [])), Recipe.cleanups())
-    db = tune(program, spec, args.tuning_db, args.trials, progress=True)
+    db = tune(program, spec, args.tuning_db, args.trials, progress=True, rpc_tracker=args.rpc_tracker,
+              rpc_key=args.rpc_key)
     log(f"tuning records in {db}")
 
 
@@ -191,7 +192,7 @@ def parser() -> argparse.ArgumentParser:
 
     def model_args(sp, model_help="ONNX model"):
         sp.add_argument("model", help=model_help)
-        sp.add_argument("--target", default="x86", help="target name (see `squeeze targets`)")
+        sp.add_argument("--target", help="target name (see `squeeze targets`; default: this host's)")
         sp.add_argument("--input-shape", action="append", type=shape_arg, metavar="NAME:1x3x224x224",
                         help="static shape for a dynamic input (repeatable)")
 
@@ -228,6 +229,9 @@ def parser() -> argparse.ArgumentParser:
     model_args(t)
     t.add_argument("--tuning-db", required=True, help="database directory (created or extended)")
     t.add_argument("--trials", type=int, default=2000, help="global trial budget")
+    t.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on the boards registered at this TVM RPC tracker (needed for cross targets)")
+    t.add_argument("--rpc-key", help="device key the boards registered under (with --rpc-tracker)")
     t.set_defaults(func=cmd_tune)
 
     i = sub.add_parser("inspect", help="per-layer table of an ONNX model or an artifact")

@@ -30,7 +30,7 @@ def _accuracy(predict, images: np.ndarray, labels: np.ndarray) -> float:
 
 def _compile(model, workdir: str, name: str, **options):
     t0 = time.perf_counter()
-    art = compiler.compile(model, "x86", input_shapes={"input": (1, 1, 28, 28)}, **options)
+    art = compiler.compile(model, input_shapes={"input": (1, 1, 28, 28)}, **options)  # for this host
     path = art.save(os.path.join(workdir, f"{name}.tar"))
     print(f"compiled {name} in {time.perf_counter() - t0:.1f} s ({path.stat().st_size / 1e3:.0f} KB)", flush=True)
     return path

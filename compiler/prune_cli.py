@@ -5,6 +5,7 @@ import argparse
 
 from passes.prune.config import PruneConfig
 
+from . import build as _build  # noqa: F401  (registers the host builder pruning runs with)
 from .cli_args import add_calibration_args, calibration_source, log
 from .errors import SqueezeError
 

@@ -11,6 +11,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from targets import host_target
 from targets.host import host_cpu, host_triple, isa_extensions, triple_arch
 
 from .artifact import LIBRARY, Artifact, Manifest
@@ -36,7 +37,7 @@ def check_host(manifest: Manifest) -> None:
     if missing:
         raise SqueezeError(
             f"artifact needs CPU extensions this host lacks ({', '.join(missing)}): "
-            "recompile with --target x86 on this host or --target llvm, or run it where they exist with --rpc")
+            f"recompile for this host (--target {host_target().name}) or run it where they exist with --rpc")
 
 
 def _connect(rpc: str):

@@ -73,6 +73,7 @@ def tune(
     Path
         ``work_dir``.
     """
+    runner = _runner(spec, rpc_tracker, rpc_key)  # fails before any work when nothing can measure
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     target = spec.target
@@ -92,7 +93,6 @@ def tune(
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
     export = _export_function(spec.cross_compiler) if spec.cross_compiler else None  # None: MetaSchedule's own
     builder = ms.builder.LocalBuilder(f_build=_build_function(), f_export=export, timeout_sec=BUILD_TIMEOUT_S)
-    runner = _runner(spec, rpc_tracker, rpc_key)
     names = [str(c.task_name) for c in contexts]
     say(f"tuning {len(contexts)} tasks, {trials} trials in all -> {work_dir}")
     per_round = max(MIN_TRIALS_PER_ROUND, min(MAX_TRIALS_PER_ROUND, trials // max(len(contexts), 1)))

@@ -113,3 +113,19 @@ def test_save_is_atomic(cnn_artifact, tmp_path):
         art.save(tmp_path / "nodir" / "a.tar")
     art.save(tmp_path / "a.tar")
     assert [p.name for p in tmp_path.iterdir()] == ["a.tar"]
+
+
+@pytest.mark.parametrize("name", ["x86-vnni", "x86-avx512", "x86-avx2"])
+def test_named_isa_artifacts_load_where_the_extensions_are(name, cnn_path, cnn_input, tmp_path):
+    """An artifact built for an ISA level (an LLVM CPU that has it) runs on any host with those
+    extensions, whichever vendor's CPU it is."""
+    from targets import get_target
+
+    spec = get_target(name)
+    if not spec.runs_on_host():
+        pytest.skip(f"host lacks {sorted(set(spec.isa) - set(get_target('x86').features))}")
+    path = compiler.compile(cnn_path, name).save(tmp_path / f"{name}.tar")
+    got = compiler.load(path).run({"input": cnn_input})
+    want = compiler.load(compiler.compile(cnn_path, "llvm").save(tmp_path / "llvm.tar")).run({"input": cnn_input})
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)

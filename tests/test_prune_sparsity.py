@@ -9,6 +9,7 @@ import compiler
 from passes.prune import PruneConfig, prune_model
 from targets.sparse.bsr import block_density, bsr_matmul, scratch_shape, to_bsr
 from passes.prune.sparsity import block_mask, element_mask, nm_mask, storage_bytes
+from targets import get_target
 
 
 def _mlp(k=64, hidden=128, n=32, rows=4):
@@ -62,6 +63,27 @@ def test_compile_block_sparse_runs_bsr_and_matches_the_masked_model(tmp_path):
     x = {"input": np.random.default_rng(3).standard_normal(shape).astype(np.float32)}
     out = next(iter(compiler.load(art.save(tmp_path / "b.tar")).run(x).values()))
     assert_close_to_scale(out, run_ort(result.onnx, x)[0], rtol=1e-5)
+
+
+def test_block_sparse_and_int8_in_one_compile(tmp_path):
+    """prune="block" with quantize: the dense layer runs as BSR, the 3×3 conv in the int8 kernel,
+    and the outputs match ONNX Runtime on the pruned float model within quantization error."""
+    g = GraphBuilder(12)
+    h = g.op("Flatten", [g.op("Relu", [g.conv("input", 4, 8, k=3)])])
+    out = g.op("Add", [g.op("MatMul", [h, g.weight((512, 64), scale=0.05)]), g.weight((64,))])
+    model = g.model({"input": (2, 4, 8, 8)}, out, (2, 64))
+    config = PruneConfig("block", 0.8, block=(1, 16))
+    calib = {"input": np.random.default_rng(0).standard_normal((32, 4, 8, 8)).astype(np.float32)}
+    art = compiler.compile(model, prune=config, quantize=compiler.QuantConfig("int8", calibration=calib))
+    kinds = sorted(k["kernel"] for k in art.manifest.summary["kernels"].values())
+    assert "sparse bsr 1x16" in kinds, kinds
+    if get_target("x86").integer_ops:
+        assert "int8 conv2d" in kinds, kinds
+    x = {"input": np.random.default_rng(3).standard_normal((2, 4, 8, 8)).astype(np.float32)}
+    got = next(iter(compiler.load(art.save(tmp_path / "b8.tar")).run(x).values()))
+    want = run_ort(prune_model(model, config).onnx, x)[0]
+    assert_close_to_scale(got, want, rtol=0.05)
+    assert not np.allclose(got, want, rtol=0, atol=1e-5)   # the conv did run quantized
 
 
 def test_block_sparse_pass_converts_only_sparse_weights():

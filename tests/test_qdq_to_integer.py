@@ -53,3 +53,21 @@ def test_resnet18_qdq_within_one_step(tmp_path):
         diffs.append(np.abs(run(x) - sess.run(None, {"input": x})[0]).ravel() / step)
     steps = np.concatenate(diffs)
     assert np.mean(steps <= 1.0 + 1e-3) >= 0.999, np.quantile(steps, [0.5, 0.99, 1.0])
+
+
+def test_qdq_to_integer_keeps_every_function(tmp_path):
+    from tvm import relax
+
+    data = zoo.bundled_slice()
+    qdq = tmp_path / "qdq.onnx"
+    ort_quantize_static(zoo.model_path("fmnist-resnet8"), qdq, data["calib"][:16])
+    mod = import_onnx(qdq, {"input": (1, 1, 28, 28)}).bind_params().mod
+    x = relax.Var("x", relax.TensorType((2,), "float32"))
+    bb = relax.BlockBuilder(mod)
+    with bb.function("extra", [x]):
+        bb.emit_func_output(bb.emit(relax.op.add(x, x)))
+    from passes import make_pass
+
+    out = make_pass("qdq_to_integer")(bb.get())
+    assert "extra" in [gv.name_hint for gv in out.get_global_vars()]
+    assert integer_ops(out)[0] == 10

@@ -106,3 +106,35 @@ def test_bad_scheme_or_observer(data, options, match):
     config = compiler.QuantConfig(calibration={"input": data["calib"][:4]}, **options)
     with pytest.raises(SqueezeError, match=match):
         compiler.compile(zoo.model_path("fmnist-resnet8"), input_shapes=SHAPE, quantize=config)
+
+
+def _with_extra_function(mod):
+    """``mod`` plus a Relax function ``main`` does not call (passes must keep it)."""
+    from tvm import relax
+
+    x = relax.Var("x", relax.TensorType((2,), "float32"))
+    bb = relax.BlockBuilder(mod)
+    with bb.function("extra", [x]):
+        bb.emit_func_output(bb.emit(relax.op.add(x, x)))
+    return bb.get()
+
+
+def test_realize_keeps_every_function(data):
+    from compiler.calibration import calibrated_ranges
+    from passes import make_pass
+    from passes.quantize.schemes import parse_scheme
+
+    program = run_passes(import_onnx(zoo.model_path("fmnist-resnet8"), SHAPE), Recipe.cleanups())
+    mod = _with_extra_function(program.mod)
+    scheme = parse_scheme("int8")
+    ranges, _ = calibrated_ranges(mod, scheme, {"input": data["calib"][:8]}, "minmax", progress=False)
+    out = make_pass("realize", scheme=scheme, ranges=ranges)(mod)
+    assert "extra" in [gv.name_hint for gv in out.get_global_vars()]
+    assert integer_ops(out)[0] > 0
+
+
+def test_realize_without_ranges_is_a_clear_error():
+    from passes import make_pass
+
+    with pytest.raises(SqueezeError, match="realize needs calibrated ranges"):
+        make_pass("realize", scheme="int8")

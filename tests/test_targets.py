@@ -91,3 +91,26 @@ def test_targets_command_lists_integer_kernels(capsys):
     assert main(["targets"]) == 0
     out = capsys.readouterr().out
     assert "x86-vnni" in out and "vpdpbusd" in out and "llvm" in out
+
+
+def test_cross_target_tuning_needs_a_tracker(tmp_path):
+    from compiler.frontend import import_onnx
+    from compiler.tune import tune
+    from targets.base import TargetSpec
+
+    arm = TargetSpec("board", "an aarch64 board", {"kind": "llvm", "mtriple": "aarch64-linux-gnu"})
+    assert arm.arch == "aarch64" and not arm.runs_on_host()
+    program = import_onnx(_depthwise_model())
+    with pytest.raises(SqueezeError, match="cannot be measured on this host: give --rpc-tracker"):
+        tune(program, arm, tmp_path / "db", 16, progress=False)
+    with pytest.raises(SqueezeError, match="bad RPC tracker"):
+        tune(program, arm, tmp_path / "db", 16, progress=False, rpc_tracker="nohost", rpc_key="k")
+    assert not (tmp_path / "db").exists()
+
+
+def test_missing_cross_compiler_names_the_package(tmp_path):
+    import dataclasses as dc
+
+    spec = dc.replace(get_target("llvm"), cross_compiler="no-such-linux-gnu-gcc")
+    with pytest.raises(SqueezeError, match="cross compiler no-such-linux-gnu-gcc not found: install it"):
+        compiler.compile(_depthwise_model(), spec)
