@@ -2,20 +2,28 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
+
 from passes.prune import PruneConfig, prune_model
+from passes.prune.config import STRUCTURED
 from passes.quantize.qdq_to_integer import has_qdq
 from targets import TargetSpec, get_target, host_target
 from targets.sparse import PATTERN_PASSES
 
 from .artifact import Artifact, Manifest
 from .build import compile_lowered, lower
+from .calibration import check_skip_names
 from .config import QuantConfig
-from .frontend import ModelLike, import_onnx
+from .errors import SqueezeError
+from .frontend import ModelLike, import_onnx, load_onnx
 from .pipeline import PassSpec, Recipe, run_passes
 from .program import Program
 from .profile import kernel_table
+from .proxy import accuracy_proxy
 from .report import compression_summary
 from .runtime import Module
 
@@ -25,12 +33,14 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     target: str | TargetSpec | None = None,
     *,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    batch_sizes: Sequence[int] | None = None,
     recipe: Recipe | str | os.PathLike | None = None,
     quantize: QuantConfig | None = None,
     prune: PruneConfig | None = None,
     tune_trials: int = 0,
     tuning_db: str | os.PathLike | None = None,
     dump_ir: str | os.PathLike | None = None,
+    calibration=None,
     log: Callable[[str], None] | None = None,
 ) -> Artifact:
     """Compile an ONNX model into an :class:`Artifact`.
@@ -42,7 +52,12 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     target : str or TargetSpec, optional
         A registered target name (see ``squeeze targets``); default: this host's target.
     input_shapes : dict, optional
-        Static shapes for dynamic inputs.
+        Static shapes: they fix dynamic dims and may change the batch (first) dim of static inputs.
+    batch_sizes : sequence of int, optional
+        Batch sizes the artifact holds, one library each, e.g. ``(1, 8, 32)``; the first is the
+        default (``manifest.inputs``), and ``Module.run`` picks by the inputs' leading dim.
+        Default: the batch of ``input_shapes`` or of the model. Pruning and calibration run
+        once, at that base batch.
     recipe : Recipe or path to a TOML recipe, optional
         Passes run after the default clean-ups.
     quantize : QuantConfig, optional
@@ -50,48 +65,154 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     prune : PruneConfig, optional
         Structured pruning or sparsity, applied first (default: a recipe file's ``[prune]`` table).
     tune_trials : int
-        MetaSchedule trials (0: default schedules only, or records already in ``tuning_db``).
+        MetaSchedule trials (0: default schedules only, or records already in ``tuning_db``);
+        with several batch sizes, each batch's kernels are tuned with this budget.
     tuning_db : path, optional
         MetaSchedule database directory, created or extended by tuning and reused by later compiles.
     dump_ir : path, optional
-        Directory receiving the IR after each pass.
+        Directory receiving the IR after each pass (other batches than the default: ``bN/``).
+    calibration : calibration source, optional
+        Data for a recipe file's ``[prune]`` and ``[quantize]`` tables that name none.
     log : callable, optional
-        Receives progress lines.
+        Receives progress lines (without one, the dynamic dims fixed to 1 are told on stderr).
     """
     spec = get_target(target) if target is not None else host_target()
-    program = import_onnx(model, input_shapes)
-    if prune is None and recipe is not None and not isinstance(recipe, Recipe):
-        prune = PruneConfig.from_toml(recipe)
+    if tune_trials > 0 and tuning_db is None:
+        raise SqueezeError("tune_trials needs tuning_db: the directory where records are kept")
+    recipe, prune, quantize = _options(recipe, prune, quantize, calibration)
+    program, passes, source = _front(model, spec, input_shapes, recipe, prune, quantize, log)
+    base = _batch(program.inputs)
+    batches = _batch_list(batch_sizes, program, base)
+    passes = _calibrate_once(passes)
+    if base not in batches and any(p.name == "quantize" for p in passes.passes):
+        if log is not None:
+            log(f"calibrating at the model's batch {base}")
+        run_passes(program, passes)  # fills the calibration cache the batches' compiles share
+    builds = {}
+    for b in sorted(batches, key=lambda b: b != base):  # the base batch first: it calibrates
+        if len(batches) > 1 and log is not None:
+            log(f"batch {b}:")
+        rebatched = program if b == base else _rebatch(source, program, b)
+        out = None if dump_ir is None or b == batches[0] else os.path.join(dump_ir, f"b{b}")
+        builds[b] = _build(rebatched, passes, spec, tune_trials, tuning_db, dump_ir if b == batches[0] else out, log)
+    default = builds[batches[0]][0]
+    data = (quantize.calibration if quantize else None) or (prune.calibration if prune else None)
+    if data is not None and spec.runs_on_host():  # the accuracy proxy, on the model's own batch if built
+        checked, executable = builds[base if base in builds else batches[0]]
+        default.summary["accuracy_proxy"] = accuracy_proxy(executable, load_onnx(model), checked.inputs, data, log)
+    manifest = Manifest(
+        inputs=default.inputs,
+        outputs=default.outputs,
+        target=target_record(spec),
+        summary=default.summary,
+        files={},
+        versions={},
+    )
+    return Artifact.from_executables([(builds[b][1], builds[b][0].inputs, builds[b][0].outputs) for b in batches],
+                                     manifest, spec.cross_compiler)
+
+
+def prepare(model: ModelLike, spec: TargetSpec, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+            recipe: Recipe | str | os.PathLike | None = None, quantize: QuantConfig | None = None,
+            prune: PruneConfig | None = None, calibration=None, dump_ir: str | os.PathLike | None = None,
+            log: Callable[[str], None] | None = None) -> Program:
+    """The Program that ``squeeze tune`` tunes: what :func:`compile` builds (at the model's
+    batch), imported, pruned and with its passes run; options checked before any work."""
+    recipe, prune, quantize = _options(recipe, prune, quantize, calibration)
+    program, passes, _ = _front(model, spec, input_shapes, recipe, prune, quantize, log)
+    program = run_passes(program, passes, dump_ir=dump_ir, log=log)
+    program.summary.update(compression_summary(program.mod))
+    return program
+
+
+def _options(recipe, prune: PruneConfig | None, quantize: QuantConfig | None, calibration):
+    """The recipe, pruning and quantization settings, a recipe file's tables included (its
+    ``[prune]`` and ``[quantize]`` get ``calibration`` when they name no data), all checked
+    now: nothing has run yet when one is wrong."""
     if recipe is not None and not isinstance(recipe, Recipe):
-        recipe = Recipe.from_toml(recipe)
-    prune_passes = Recipe()
+        path = recipe
+        recipe = Recipe.from_toml(path)
+        prune = prune or PruneConfig.from_toml(path, **({"calibration": calibration} if calibration is not None else {}))
+        quantize = quantize or QuantConfig.from_toml(path, calibration=calibration)
+    if recipe is not None:
+        recipe.validate()
+    if prune is not None and prune.granularity in STRUCTURED and prune.calibration is None:
+        raise SqueezeError(f"{prune.granularity} pruning without calibration data is not re-fitted and leaves the "
+                           "model broken: add calibration data (--calib data.npz), or prune with `squeeze prune` "
+                           "and fine-tune the pruned ONNX elsewhere")
+    return recipe, prune, quantize
+
+
+def _front(model: ModelLike, spec: TargetSpec, input_shapes, recipe: Recipe | None, prune: PruneConfig | None,
+           quantize: QuantConfig | None, log) -> tuple[Program, Recipe, ModelLike]:
+    """Import and prune ``model``; returns the program, the passes to run on it and the ONNX
+    model it came from (the pruned one after pruning)."""
+    quantize_passes = quantize.recipe(progress=log is not None, target=spec).validate() if quantize else Recipe()
+    program = import_onnx(model, input_shapes, log=log or _stderr)
+    if quantize is not None:
+        check_skip_names(program.mod, quantize.skip)  # a typo fails now, not after pruning
+    prune_passes, source = Recipe(), model
     if prune is not None:
-        program, prune_passes = prune_program(model, prune, spec, input_shapes, log)
+        program, prune_passes, source = _prune(model, prune, spec, input_shapes, log)
     passes = Recipe.cleanups() + prune_passes + (recipe or Recipe())
     if has_qdq(program.mod):  # QAT / ORT-quantized model: its Q/DQ pairs become integer compute first
         passes = Recipe([PassSpec("qdq_to_integer")]) + passes
-    if quantize is not None:
-        passes = passes + quantize.recipe(progress=log is not None, target=spec)
+    return program, passes + quantize_passes, source
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _batch(inputs: Sequence) -> int:
+    return int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
+
+
+def _batch_list(batch_sizes: Sequence[int] | None, program: Program, base: int) -> list[int]:
+    """``batch_sizes`` checked and without repeats (default: the base batch alone)."""
+    if batch_sizes is None:
+        return [base]
+    sizes = list(dict.fromkeys(batch_sizes))
+    if not sizes or any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1 for b in sizes):
+        raise SqueezeError(f"bad batch sizes {list(batch_sizes)}: give positive integers, e.g. --batch 1,8,32")
+    scalars = [s.name for s in program.inputs if not s.shape]
+    if scalars:
+        raise SqueezeError(f"input {scalars[0]!r} is a scalar, it has no batch dim: compile without --batch")
+    return [int(b) for b in sizes]
+
+
+def _rebatch(source: ModelLike, program: Program, batch: int) -> Program:
+    """``source`` (the model, or its pruned ONNX) re-imported with every input's batch set to ``batch``."""
+    shapes = {s.name: (batch, *s.shape[1:]) for s in program.inputs}
+    rebatched = import_onnx(source, shapes)
+    rebatched.summary.update({k: v for k, v in program.summary.items() if k == "prune"})
+    return rebatched
+
+
+def _calibrate_once(passes: Recipe) -> Recipe:
+    """``passes`` with each ``quantize`` step given a cache its compiles at every batch share,
+    so that calibration runs once (see :func:`compiler.calibration.quantize`)."""
+    return Recipe([PassSpec(p.name, {**p.options, "cache": {}}) if p.name == "quantize" else p
+                   for p in passes.passes])
+
+
+def _build(program: Program, passes: Recipe, spec: TargetSpec, tune_trials: int,
+           tuning_db: str | os.PathLike | None, dump_ir: str | os.PathLike | None,
+           log: Callable[[str], None] | None) -> tuple[Program, "tvm.runtime.Executable"]:
+    """Run ``passes`` on ``program``, tune, lower and build it; returns the program and executable."""
     program = run_passes(program, passes, dump_ir=dump_ir, log=log)
     program.summary.update(compression_summary(program.mod))
     if tune_trials > 0:
         from .tune import tune
 
-        if tuning_db is None:
-            raise ValueError("tune_trials needs tuning_db: the directory where records are kept")
         tune(program, spec, tuning_db, tune_trials, progress=log is not None)
     lowered = lower(program, spec, tuning_db)
     program.summary["kernels"] = kernel_table(lowered)
+    say, start = log or (lambda _line: None), time.perf_counter()
+    say(f"building the library for {spec.name} (LLVM) ...")
     executable = compile_lowered(lowered, spec)
-    manifest = Manifest(
-        inputs=program.inputs,
-        outputs=program.outputs,
-        target=target_record(spec),
-        summary=program.summary,
-        files={},
-        versions={},
-    )
-    return Artifact.from_executable(executable, manifest, spec.cross_compiler)
+    say(f"built in {time.perf_counter() - start:.1f} s")
+    return program, executable
 
 
 def target_record(spec: TargetSpec) -> dict:
@@ -114,16 +235,25 @@ def prune_program(model: ModelLike, config: PruneConfig, spec: TargetSpec,
         The sparse-kernel pass of ``granularity`` "block" or "nm" where the target declares
         that kernel (``TargetSpec.sparse``), to run after the clean-ups; else nothing.
     """
+    program, recipe, _ = _prune(model, config, spec, input_shapes, log)
+    return program, recipe
+
+
+def _prune(model: ModelLike, config: PruneConfig, spec: TargetSpec,
+           input_shapes: Mapping[str, Sequence[int]] | None = None,
+           log: Callable[[str], None] | None = None) -> tuple[Program, Recipe, "onnx.ModelProto"]:
+    """:func:`prune_program`, plus the pruned ONNX model (re-imported at other batch sizes)."""
     result = prune_model(model, config, input_shapes, log)
     result.program.summary["prune"] = result.summary
     options = {"block": {"block": tuple(config.block)}, "nm": {"nm": tuple(config.nm)}}
     if config.granularity not in PATTERN_PASSES:
-        return result.program, Recipe()
+        return result.program, Recipe(), result.onnx
     if config.granularity not in spec.sparse:
         if log is not None:
             log(f"{config.granularity} sparsity: no kernel faster than dense on {spec.name}, the weights run dense")
-        return result.program, Recipe()
-    return result.program, Recipe([PassSpec(PATTERN_PASSES[config.granularity], options[config.granularity])])
+        return result.program, Recipe(), result.onnx
+    return (result.program, Recipe([PassSpec(PATTERN_PASSES[config.granularity], options[config.granularity])]),
+            result.onnx)
 
 
 def load(path: str | os.PathLike, rpc: str | None = None) -> Module:

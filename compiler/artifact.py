@@ -8,7 +8,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tvm
@@ -19,7 +19,7 @@ from .errors import SqueezeError
 from .program import TensorSpec
 
 FORMAT = "squeeze-artifact/1"
-LIBRARY = "lib.so"
+LIBRARY = "lib.so"  # the default (first) batch's library; another batch B is in lib_bB.so
 MANIFEST = "manifest.json"
 CROSS_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}  # compiler -> Debian package
 
@@ -44,9 +44,13 @@ class Manifest:
     summary: dict
     files: dict
     versions: dict
+    # Multi-batch artifacts: one entry per batch size, the default (``inputs``/``outputs``,
+    # ``lib.so``) first: ``{"batch": B, "library": "lib_bB.so", "inputs": [...], "outputs": [...]}``.
+    # Empty for a single-batch artifact (whose manifest is as before).
+    batches: list = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {
+        d = {
             "format": FORMAT,
             "inputs": [s.to_json() for s in self.inputs],
             "outputs": [s.to_json() for s in self.outputs],
@@ -55,6 +59,17 @@ class Manifest:
             "files": self.files,
             "versions": self.versions,
         }
+        if self.batches:
+            d["batches"] = [{"batch": b["batch"], "library": b["library"],
+                             "inputs": [s.to_json() for s in b["inputs"]],
+                             "outputs": [s.to_json() for s in b["outputs"]]} for b in self.batches]
+        return d
+
+    def builds(self) -> list[tuple[str, list[TensorSpec], list[TensorSpec]]]:
+        """``(library file, inputs, outputs)`` of every batch the artifact holds, the default first."""
+        if not self.batches:
+            return [(LIBRARY, self.inputs, self.outputs)]
+        return [(b["library"], b["inputs"], b["outputs"]) for b in self.batches]
 
     @classmethod
     def from_json(cls, d: dict) -> "Manifest":
@@ -67,41 +82,70 @@ class Manifest:
             d.get("summary", {}),
             d["files"],
             d.get("versions", {}),
+            [{"batch": int(b["batch"]), "library": b["library"],
+              "inputs": [TensorSpec.from_json(s) for s in b["inputs"]],
+              "outputs": [TensorSpec.from_json(s) for s in b["outputs"]]} for b in d.get("batches", [])],
         )
+
+
+def library_name(batch: int, default: bool) -> str:
+    """The file holding one batch's library: ``lib.so`` for the default batch, else ``lib_bB.so``."""
+    return LIBRARY if default else f"lib_b{batch}.so"
 
 
 @dataclass
 class Artifact:
-    """A compiled model in memory: the library bytes and its manifest."""
+    """A compiled model in memory: the library bytes and its manifest.
+
+    ``libraries`` holds the other batches' libraries of a multi-batch artifact, by file name.
+    """
 
     library: bytes
     manifest: Manifest
+    libraries: dict = field(default_factory=dict)
 
     @classmethod
     def from_executable(cls, executable: tvm.runtime.Executable, manifest: Manifest,
                         cross_compiler: str | None = None) -> "Artifact":
         """Export ``executable`` to a shared library (linked by ``cross_compiler`` for another
         architecture, e.g. ``aarch64-linux-gnu-gcc``) and record its checksum."""
+        return cls.from_executables([(executable, manifest.inputs, manifest.outputs)], manifest, cross_compiler)
+
+    @classmethod
+    def from_executables(cls, builds, manifest: Manifest, cross_compiler: str | None = None) -> "Artifact":
+        """One library per batch size: ``builds`` lists ``(executable, inputs, outputs)``, the
+        default batch (``manifest.inputs``) first; the batch is the inputs' leading dim."""
         kwargs = {}
         if cross_compiler is not None:
             if shutil.which(cross_compiler) is None:
                 raise SqueezeError(f"cross compiler {cross_compiler} not found: install it (Debian: apt-get install "
                                    f"{CROSS_PACKAGES.get(cross_compiler, cross_compiler)})")
             kwargs["fcompile"] = cc.cross_compiler(cross_compiler)
+        data, entries = {}, []
         with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, LIBRARY)
-            executable.export_library(path, **kwargs)
-            data = Path(path).read_bytes()
-        manifest.files = {LIBRARY: _sha256(data)}
+            for i, (executable, inputs, outputs) in enumerate(builds):
+                batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
+                name = library_name(batch, i == 0)
+                path = os.path.join(tmp, name)
+                executable.export_library(path, **kwargs)
+                data[name] = Path(path).read_bytes()
+                entries.append({"batch": batch, "library": name, "inputs": list(inputs), "outputs": list(outputs)})
+        manifest.files = {name: _sha256(lib) for name, lib in data.items()}
         manifest.versions = {"squeeze": squeeze_version(), "tvm": tvm.__version__}
-        return cls(data, manifest)
+        manifest.batches = entries if len(entries) > 1 else []
+        default = data.pop(LIBRARY)
+        return cls(default, manifest, data)
+
+    def library_of(self, name: str) -> bytes:
+        """The bytes of library file ``name`` (see :meth:`Manifest.builds`)."""
+        return self.library if name == LIBRARY else self.libraries[name]
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the artifact atomically (temporary file, then rename)."""
         manifest = json.dumps(self.manifest.to_json(), indent=2).encode()
         with atomic_path(path) as tmp:
             with tarfile.open(tmp, "w") as tar:
-                for name, data in ((MANIFEST, manifest), (LIBRARY, self.library)):
+                for name, data in ((MANIFEST, manifest), (LIBRARY, self.library), *sorted(self.libraries.items())):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
@@ -110,13 +154,22 @@ class Artifact:
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Artifact":
         """Read an artifact and verify every checksum in its manifest."""
+        if os.path.isdir(path):
+            raise SqueezeError(f"{path} is a directory, not an artifact: give the .tar that squeeze compile wrote")
         if not os.path.isfile(path):
             raise SqueezeError(f"artifact not found: {path}: check the path")
+        if not tarfile.is_tarfile(path):
+            if str(path).endswith(".onnx"):
+                raise SqueezeError(f"{path} is an ONNX model, not an artifact: compile it first "
+                                   f"(squeeze compile {path} -o model.tar)")
+            raise SqueezeError(f"{path} is not a Squeeze artifact (not a tar file): give the .tar that squeeze "
+                               "compile wrote, or recompile it")
         try:
             with tarfile.open(path, "r") as tar:
                 members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise SqueezeError(f"{path} is not a readable Squeeze artifact ({err}): recompile it") from None
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise SqueezeError(f"{path} is not a readable Squeeze artifact ({reason}): recompile it") from None
         if MANIFEST not in members:
             raise SqueezeError(f"{path} has no {MANIFEST}: not a Squeeze artifact, recompile it")
         try:
@@ -126,4 +179,8 @@ class Artifact:
         for name, digest in manifest.files.items():
             if name not in members or _sha256(members[name]) != digest:
                 raise SqueezeError(f"{path}: checksum mismatch for {name}: the artifact is corrupted, recompile it")
-        return cls(members[LIBRARY], manifest)
+        libraries = [name for name, _, _ in manifest.builds()]
+        for name in libraries:
+            if name not in manifest.files or name not in members:
+                raise SqueezeError(f"{path}: {name} is missing: the artifact is corrupted, recompile it")
+        return cls(members[LIBRARY], manifest, {n: members[n] for n in libraries if n != LIBRARY})

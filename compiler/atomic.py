@@ -28,13 +28,21 @@ def check_writable(dest: str | os.PathLike) -> None:
     os.unlink(_temp_beside(Path(dest)))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success."""
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only on success, with
+    the mode a plain ``open`` would have given (``mkstemp`` makes files 0600)."""
     dest = Path(dest)
     tmp = _temp_beside(dest)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

@@ -2,53 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from . import prune_cli
-from .cli_args import add_calibration_args, calibration_source, log, shape_arg
+from . import prune_cli, verbs
+from .cli_args import (add_calibration_args, add_quantization_args, batch_arg, calibration_source, load_npz, log,
+                       quant_config, save_npz, shape_arg)
 from .errors import SqueezeError
 
 LAYER_COLUMNS = ["name", "op", "input", "output", "dtype", "macs", "param_bytes"]
 
 
-def _load_npz(path: str, names: list[str]) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except FileNotFoundError:
-        raise SqueezeError(f"inputs file not found: {path}") from None
-    except (OSError, ValueError) as err:
-        raise SqueezeError(f"{path} is not a readable .npz file ({err}): save inputs with numpy.savez") from None
-    if len(names) == 1 and len(arrays) == 1:  # a lone array may go by any key
-        return {names[0]: next(iter(arrays.values()))}
-    return arrays
-
-
-def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    from .atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-
-def _quant_config(args):
-    """``--quantize int8[:scheme]`` and its companions as a QuantConfig (None without --quantize)."""
-    if not args.quantize:
-        return None
-    from .config import QuantConfig
-
-    if not args.calib:
-        raise SqueezeError("--quantize needs calibration data: add --calib data.npz (or a folder of images)")
-    _, _, scheme = args.quantize.partition(":")
-    return QuantConfig(
-        scheme=scheme or args.quantize, calibration=calibration_source(args), observer=args.observer,
-        skip=[s for s in (args.skip or "").split(",") if s], skip_ops=args.skip_op or [],
-        keep_first_last=args.keep_first_last, equalize=args.equalize, bias_correction=args.bias_correction,
-    )
+def _compression(args) -> dict:
+    """The compile options shared by ``compile`` and ``tune``, validated."""
+    data = calibration_source(args)
+    return dict(input_shapes=dict(args.input_shape or []), recipe=args.recipe, quantize=quant_config(args, data),
+                prune=prune_cli.compile_config(args, data), calibration=data)
 
 
 def cmd_compile(args) -> None:
@@ -56,14 +27,15 @@ def cmd_compile(args) -> None:
 
     from .atomic import check_writable
 
+    if Path(args.output).suffix != ".tar":
+        raise SqueezeError(f"-o {args.output}: an artifact is a .tar file, name it e.g. "
+                           f"{Path(args.output).with_suffix('.tar').name}")
     check_writable(args.output)
     art = compiler.compile(
         args.model,
         args.target,
-        input_shapes=dict(args.input_shape or []),
-        recipe=args.recipe,
-        quantize=_quant_config(args),
-        prune=prune_cli.compile_config(args),
+        **_compression(args),
+        batch_sizes=args.batch,
         tune_trials=args.tune_trials,
         tuning_db=args.tuning_db,
         dump_ir=args.dump_ir,
@@ -76,16 +48,21 @@ def cmd_compile(args) -> None:
 def cmd_run(args) -> None:
     import compiler
 
+    if args.repeat < 1:
+        raise SqueezeError(f"--repeat {args.repeat}: time at least one run (--repeat 20, the default)")
+    verbs.check_top_k(args.top_k)
     if args.outputs:
         from .atomic import check_writable
 
         check_writable(args.outputs)
     module = compiler.load(args.artifact, rpc=args.rpc)
-    inputs = _load_npz(args.inputs, module.input_names)
+    inputs = load_npz(args.inputs, module.input_names)
     outputs = module.run(inputs)
     if args.outputs:
-        _save_npz(args.outputs, outputs)
-    else:
+        save_npz(args.outputs, outputs)
+    if args.top_k:
+        verbs.print_top_k(outputs, args.top_k)
+    elif not args.outputs:
         for name, arr in outputs.items():
             print(f"{name}: shape {list(arr.shape)} {arr.dtype}\n{arr}")
     if args.print_time:
@@ -98,36 +75,42 @@ def cmd_run(args) -> None:
 def cmd_tune(args) -> None:
     from targets import get_target, host_target
 
-    from .frontend import import_onnx
-    from .pipeline import Recipe, run_passes
+    from .api import prepare
     from .tune import tune
 
     spec = get_target(args.target) if args.target else host_target()
-    program = run_passes(import_onnx(args.model, dict(args.input_shape or [])), Recipe.cleanups())
+    program = prepare(args.model, spec, **_compression(args), log=log)
     db = tune(program, spec, args.tuning_db, args.trials, progress=True, rpc_tracker=args.rpc_tracker,
               rpc_key=args.rpc_key)
     log(f"tuning records in {db}")
 
 
+def _check_inspect_flags(args) -> None:
+    """``inspect`` options that only apply to one kind of input are errors on the other."""
+    artifact = Path(args.path).suffix == ".tar"
+    if artifact and args.sensitivity:
+        raise SqueezeError("--sensitivity scans an ONNX model, not an artifact: give the .onnx file")
+    if not artifact and args.profile:
+        raise SqueezeError("--profile times a compiled artifact: compile the model first and inspect the .tar")
+    if args.plot and not args.sensitivity:
+        raise SqueezeError("--plot draws the --sensitivity scan: add --sensitivity --calib data.npz")
+    if (args.calib or args.quantize) and not args.sensitivity:
+        raise SqueezeError("--calib and --quantize serve --sensitivity here: add --sensitivity or drop them")
+
+
 def cmd_inspect(args) -> None:
     from .report import format_table
 
+    _check_inspect_flags(args)
     path = Path(args.path)
-    if path.suffix == ".tar":
-        from .artifact import Artifact
+    if path.suffix == ".tar":  # per layer: bits, scheme, kernel (and time with --profile); --json, --wide
+        from .inspect_artifact import inspect_artifact
 
-        manifest = Artifact.read(path).manifest
-        print(f"artifact {path}: target {manifest.target['name']}, "
-              f"squeeze {manifest.versions.get('squeeze')}, tvm {manifest.versions.get('tvm')}")
-        for kind, specs in (("input", manifest.inputs), ("output", manifest.outputs)):
-            for s in specs:
-                print(f"  {kind} {s.name}: {'x'.join(map(str, s.shape))} {s.dtype}")
-        rows = manifest.summary.get("layers", [])
-        columns = LAYER_COLUMNS + prune_cli.annotate(rows, manifest.summary.get("prune"))
-        if args.profile:
-            print(format_table(rows, columns))
-            return _profile(path, args)
+        return inspect_artifact(path, args, LAYER_COLUMNS)
     else:
+        if args.wide:
+            raise SqueezeError("--wide shows the full kernel names of an artifact: inspect the .tar, or drop it")
+        verbs.check_json(args.json)
         from .frontend import import_onnx
         from .pipeline import Recipe, run_passes
         from .report import layer_table
@@ -135,28 +118,12 @@ def cmd_inspect(args) -> None:
         program = run_passes(import_onnx(path, dict(args.input_shape or [])), Recipe.cleanups())
         rows = layer_table(program.mod)
         columns = LAYER_COLUMNS + prune_cli.annotate(rows, prune_cli.weight_sparsity(path, dict(args.input_shape or [])))
+        if args.json:
+            verbs.write_json(args.json, {"model": str(path), "layers": rows})
         if args.sensitivity:
             print(format_table(rows, LAYER_COLUMNS))
             return _sensitivity(program, args)
     print(format_table(rows, columns))
-
-
-def _profile(path: Path, args) -> None:
-    """Per-kernel table of one run of an artifact: schedule used, measured time, GOP/s."""
-    import compiler
-
-    from .report import format_table
-
-    module = compiler.load(path)
-    inputs = _load_npz(args.inputs, module.input_names) if args.inputs else None
-    rows = module.profile(inputs)
-    for r in rows:
-        r["kernel"] = r["kernel"] if len(r["kernel"]) <= 60 else r["kernel"][:57] + "..."
-    total_us = sum(r["us"] for r in rows)
-    ops = sum(r["gops"] * r["us"] * 1e3 for r in rows if r["gops"])
-    print(f"\nkernels of one run ({'random' if inputs is None else args.inputs} inputs): {total_us / 1e3:.3f} ms, "
-          f"{ops / total_us / 1e3:.0f} GOP/s overall")
-    print(format_table(rows, ["kernel", "schedule", "us", "gops", "share"], totals=False))
 
 
 def _sensitivity(program, args) -> None:
@@ -186,35 +153,60 @@ def cmd_targets(_args) -> None:
         print(f"{'':10s} accelerates: {ops}")
 
 
+def compression_args(c: argparse.ArgumentParser) -> None:
+    """The recipe, quantization and pruning options of ``compile`` and ``tune``."""
+    c.add_argument("--recipe", help="TOML recipe: [[pass]] list, [prune] and [quantize] tables")
+    add_quantization_args(c)
+    prune_cli.add_compile_arguments(c)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block) and a suggestion for a misspelt option."""
+
+    def error(self, message: str):
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            close = difflib.get_close_matches(unknown.group(1).split("=")[0], self._option_strings(), n=1)
+            if close:
+                message += f": did you mean {close[0]}?"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def _option_strings(self) -> list[str]:
+        """Every option of this parser and of its subcommands."""
+        found = []
+        for action in self._actions:
+            found += action.option_strings
+            if isinstance(action, argparse._SubParsersAction):
+                found += [o for sub in action.choices.values() for o in sub._option_strings()]
+        return found
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="squeeze", description="Prune, quantize and compile ONNX models with TVM.")
+    p = _Parser(prog="squeeze", description="Prune, quantize and compile ONNX models with TVM.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp, model_help="ONNX model"):
         sp.add_argument("model", help=model_help)
         sp.add_argument("--target", help="target name (see `squeeze targets`; default: this host's)")
         sp.add_argument("--input-shape", action="append", type=shape_arg, metavar="NAME:1x3x224x224",
-                        help="static shape for a dynamic input (repeatable)")
+                        help="input shape, also NAME:1,3,224,224 or NAME:[1,3,224,224]: fixes dynamic dims "
+                             "and may change a static batch (repeatable)")
 
     c = sub.add_parser("compile", help="compile an ONNX model into an artifact (.tar)")
     model_args(c)
     c.add_argument("-o", "--output", required=True, help="artifact path (.tar)")
-    c.add_argument("--recipe", help="TOML recipe of passes to run after the clean-ups")
+    c.add_argument("--batch", type=batch_arg, metavar="1,8,32",
+                   help="batch sizes the artifact holds (one library each, picked by the input's leading dim)")
     c.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials (needs --tuning-db)")
     c.add_argument("--tuning-db", help="tuning database directory, reused by later compiles")
     c.add_argument("--dump-ir", help="directory receiving the IR after each pass")
-    q = c.add_argument_group("quantization")
-    q.add_argument("--quantize", metavar="int8[:SCHEME]", help="post-training quantization scheme or alias")
-    add_calibration_args(q)
-    q.add_argument("--observer", default="minmax", help="minmax, moving_average, percentile, entropy, mse")
-    q.add_argument("--skip", help="comma-separated layers kept float (ONNX node names or conv2d_N)")
-    q.add_argument("--skip-op", action="append", choices=["conv2d", "matmul"], help="op type kept float")
-    q.add_argument("--keep-first-last", action="store_true", help="keep the first and last layers float")
-    q.add_argument("--equalize", action="store_true", help="cross-layer equalization before quantizing")
-    q.add_argument("--bias-correction", action="store_true", help="correct the quantization bias shift")
-    prune_cli.add_compile_arguments(c)
+    compression_args(c)
     c.set_defaults(func=cmd_compile)
     prune_cli.add_command(sub, model_args)
+    from . import onnx_export
+
+    onnx_export.add_command(sub, model_args)  # squeeze export --format onnx-qdq
+    verbs.add_commands(p, sub)  # --version, bench, eval
 
     r = sub.add_parser("run", help="run an artifact on inputs from an .npz file")
     r.add_argument("artifact")
@@ -223,6 +215,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--print-time", action="store_true", help="print median and spread of the latency")
     r.add_argument("--repeat", type=int, default=20, help="timed runs for --print-time")
     r.add_argument("--rpc", help="run on a TVM RPC server at host:port")
+    r.add_argument("--top-k", type=int, metavar="K", help="print the K highest scores (class, score) per sample")
     r.set_defaults(func=cmd_run)
 
     t = sub.add_parser("tune", help="tune a model's kernels with MetaSchedule into a database")
@@ -232,6 +225,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on the boards registered at this TVM RPC tracker (needed for cross targets)")
     t.add_argument("--rpc-key", help="device key the boards registered under (with --rpc-tracker)")
+    compression_args(t)
     t.set_defaults(func=cmd_tune)
 
     i = sub.add_parser("inspect", help="per-layer table of an ONNX model or an artifact")
@@ -245,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
     i.add_argument("--profile", action="store_true",
                    help="artifact: run it once and time each kernel (schedule used, us, GOP/s)")
     i.add_argument("--inputs", help="inputs (.npz) for --profile (default: random)")
+    i.add_argument("--wide", action="store_true", help="artifact: full kernel and scheme names (cut otherwise)")
+    i.add_argument("--json", metavar="OUT.json", help="also write everything shown (per layer, kernels) as JSON")
     i.set_defaults(func=cmd_inspect)
 
     sub.add_parser("targets", help="list targets and what each accelerates").set_defaults(func=cmd_targets)

@@ -1,12 +1,14 @@
 """User-facing compression configs; each turns into recipe passes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 from passes.quantize.calibrate import ImageFolder
 
-from .pipeline import PassSpec, Recipe
+from .errors import SqueezeError
+from .pipeline import PassSpec, Recipe, read_recipe_file
 
 if TYPE_CHECKING:
     from targets import TargetSpec
@@ -46,6 +48,19 @@ class QuantConfig:
     bias_correction: bool = False
     observer_options: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike, **defaults) -> "QuantConfig | None":
+        """The ``[quantize]`` table of a recipe file (None without one); ``defaults`` fill keys
+        it leaves out (e.g. the command line's calibration data). Unknown keys are errors."""
+        table = read_recipe_file(path).get("quantize")
+        if table is None:
+            return None
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(table) - names)
+        if unknown:
+            raise SqueezeError(f"recipe {path}: unknown [quantize] keys {unknown}: use {', '.join(sorted(names))}")
+        return cls(**{**{k: v for k, v in defaults.items() if v is not None}, **table})
+
     def recipe(self, progress: bool = True, target: "TargetSpec | None" = None) -> Recipe:
         """The passes this config stands for; ``target`` decides the default scheme and which
         layer kinds are quantized (those it runs in integer kernels)."""
@@ -56,6 +71,6 @@ class QuantConfig:
             "ops": tuple(sorted(target.integer_ops)) if target is not None else None,
             "skip": tuple(self.skip), "skip_ops": tuple(self.skip_ops),
             "keep_first_last": self.keep_first_last, "bias_correction": self.bias_correction,
-            "progress": progress,
+            "observer_options": dict(self.observer_options), "progress": progress,
         }))
         return Recipe(passes)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 import onnx
+from onnx import numpy_helper, shape_inference
 import tvm
 from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
@@ -25,6 +26,8 @@ def load_onnx(model: ModelLike) -> onnx.ModelProto:
         proto = model
     else:
         path = os.fspath(model)
+        if os.path.isdir(path):
+            raise SqueezeError(f"{path} is a directory, not an ONNX model: give the .onnx file")
         if not os.path.isfile(path):
             raise SqueezeError(f"model file not found: {path}: check the path")
         try:
@@ -93,10 +96,27 @@ def _graph_inputs(proto: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in proto.graph.input if i.name not in inits]
 
 
+_BATCH = "__squeeze_batch_{}"  # dim_param marking an overridden batch dim during shape inference
+
+
+def _dims(value: onnx.ValueInfoProto) -> list:
+    """The dims of a graph input: an int when static, else its name (``dim_param``) or None."""
+    dims = []
+    for d in value.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value > 0:
+            dims.append(int(d.dim_value))
+        else:  # a named dim, '?', or a 0/-1 placeholder: dynamic
+            dims.append(d.dim_param or None)
+    return dims
+
+
 def _input_specs(
-    proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]]
-) -> list[TensorSpec]:
-    specs = []
+    proto: onnx.ModelProto, shapes: Mapping[str, Sequence[int]],
+    log: Callable[[str], None] | None = None,
+) -> tuple[list[TensorSpec], dict[str, tuple[int, int]]]:
+    """The static input specs, and ``{input: (exported batch, new batch)}`` for each input whose
+    static batch (first) dim ``shapes`` overrides."""
+    specs, rebatched = [], {}
     names = [i.name for i in _graph_inputs(proto)]
     for name in shapes:
         if name not in names:
@@ -104,31 +124,125 @@ def _input_specs(
     for value in _graph_inputs(proto):
         ttype = value.type.tensor_type
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)).name
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim]
+        dims = _dims(value)
+        static = [d if isinstance(d, int) else None for d in dims]
         if value.name in shapes:
             shape = tuple(int(s) for s in shapes[value.name])
-            if len(shape) != len(dims) or any(d not in (None, s) for d, s in zip(dims, shape)):
+            if len(shape) != len(dims) or any(d not in (None, s) for d, s in zip(static[1:], shape[1:])):
                 raise SqueezeError(
-                    f"input '{value.name}' has shape {_fmt(dims)}, not {_fmt(shape)}: "
-                    "give a shape that matches the model's static dims"
+                    f"input '{value.name}' has shape {_fmt(dims)}, not {_fmt(shape)}: give a shape that matches "
+                    "the model's static dims (only the batch, the first dim, may be changed)"
                 )
-        elif None in dims[1:]:
+            if shape and static[0] is not None and shape[0] != static[0]:
+                rebatched[value.name] = (static[0], shape[0])
+        elif None in static[1:]:
             raise SqueezeError(
                 f"input '{value.name}' has dynamic shape {_fmt(dims)}: give a static one with "
-                f"--input-shape {value.name}:{'x'.join(str(d or 1) for d in dims)}"
+                f"--input-shape {value.name}:{'x'.join(str(d if isinstance(d, int) else 1) for d in dims)}"
             )
-        else:  # a dynamic leading (batch) dim defaults to 1, as in tvmc
-            shape = tuple(d or 1 for d in dims)
+        else:  # a dynamic leading (batch) dim defaults to 1, as in tvmc, and says so
+            shape = tuple(d if isinstance(d, int) else 1 for d in dims)
+            if dims and static[0] is None and log is not None:
+                label = f" ('{dims[0]}')" if dims[0] else ""
+                rest = "".join(f"x{d}" for d in shape[1:])
+                log(f"input '{value.name}': dynamic dim 0{label} fixed to 1; "
+                    f"pass --input-shape {value.name}:N{rest} to choose")
         specs.append(TensorSpec(value.name, shape, dtype))
-    return specs
+    return specs, rebatched
 
 
 def _fmt(dims: Sequence) -> str:
-    return "x".join("?" if d is None else str(d) for d in dims)
+    return "x".join(str(d) if isinstance(d, int) else "?" if d is None else str(d) for d in dims)
+
+
+def _shape_constants(proto: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every constant 1-D int64 tensor (initializers and ``Constant`` nodes), by name."""
+    out = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT64}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.domain in _DOMAINS_ACCEPTED:
+            value = [a for a in node.attribute if a.name == "value"]
+            if value and value[0].t.data_type == onnx.TensorProto.INT64:
+                out[node.output[0]] = numpy_helper.to_array(value[0].t)
+    return out
+
+
+def _inferred_dim0(proto: onnx.ModelProto) -> dict[str, object]:
+    """``{tensor: its first dim}`` from ONNX shape inference (an int, a dim_param, or absent)."""
+    try:
+        inferred = shape_inference.infer_shapes(proto)
+    except Exception:  # inference is best effort here: what it cannot tell is left alone
+        return {}
+    out = {}
+    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
+        shape = value.type.tensor_type.shape
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape") and shape.dim:
+            d = shape.dim[0]
+            out[value.name] = d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+    return out
+
+
+def follow_batch(proto: onnx.ModelProto, rebatched: Mapping[str, tuple[int, int]]) -> onnx.ModelProto:
+    """Let Reshape nodes that hard-code the exported batch follow a new one.
+
+    The inputs of ``rebatched`` (``{name: (exported batch, new batch)}``) get a symbolic batch
+    and ONNX shape inference tells which tensors carry it: a Reshape of such a tensor whose
+    constant target shape starts with the exported batch (``[1, -1]`` from a batch-1 export)
+    gets the new batch there instead; a target shape starting with any other value is left as
+    it is. A graph output that carried the exported batch and no longer follows it after that
+    is an error (a batch hard-coded somewhere else).
+    """
+    if not rebatched:
+        return proto
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    probe.graph.ClearField("value_info")  # the exporter's shapes hold the old batch
+    for value in probe.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    symbols = {}
+    for value in probe.graph.input:
+        if value.name in rebatched:
+            dim = value.type.tensor_type.shape.dim[0]
+            dim.Clear()
+            dim.dim_param = symbols.setdefault(value.name, _BATCH.format(len(symbols)))
+    batch_of = {symbols[n]: b for n, b in rebatched.items()}  # symbol -> (old, new)
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    done: set[int] = set()
+    for _ in range(sum(n.op_type == "Reshape" for n in proto.graph.node) + 1):
+        dim0 = _inferred_dim0(probe)
+        consts = _shape_constants(probe)
+        changed = False
+        for i, node in enumerate(probe.graph.node):
+            if node.op_type != "Reshape" or i in done or len(node.input) < 2 or node.input[1] not in consts:
+                continue
+            symbol, target = dim0.get(node.input[0]), consts[node.input[1]]
+            if symbol not in batch_of or target.ndim != 1 or not target.size or int(target[0]) != batch_of[symbol][0]:
+                continue
+            done.add(i)
+            changed = True
+            for model, first in ((probe, 0), (out, batch_of[symbol][1])):  # 0: copy the symbolic dim
+                name = f"{node.input[1]}__squeeze_batch{i}"
+                fixed = target.copy()
+                fixed[0] = first
+                model.graph.initializer.append(numpy_helper.from_array(fixed, name))
+                model.graph.node[i].input[1] = name
+        if not changed:
+            break
+    dim0 = _inferred_dim0(probe)
+    exported = {o.name: _dims(o)[0] if o.type.tensor_type.shape.dim else None for o in proto.graph.output}
+    olds = {old for old, _ in rebatched.values()}
+    for name, first in exported.items():
+        now = dim0.get(name)
+        if first in olds and isinstance(now, int) and now == first:
+            raise SqueezeError(
+                f"cannot change the batch of {', '.join(sorted(rebatched))}: output '{name}' keeps batch {first} "
+                "(a batch hard-coded in the graph): re-export the model with a dynamic batch axis")
+    return out
 
 
 def import_onnx(
-    model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | None = None
+    model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Program:
     """Import an ONNX model as a :class:`Program`.
 
@@ -137,7 +251,10 @@ def import_onnx(
     model : str, PathLike or onnx.ModelProto
         The model to import.
     input_shapes : dict, optional
-        Static shapes for inputs with dynamic dims, e.g. ``{"input": (1, 3, 224, 224)}``.
+        Static shapes, e.g. ``{"input": (1, 3, 224, 224)}``: they fix dynamic dims and may change
+        the batch (first) dim of a static input (Reshapes hard-coding the batch follow it).
+    log : callable, optional
+        Receives one line per dynamic batch dim fixed to 1 by default.
 
     Returns
     -------
@@ -145,7 +262,8 @@ def import_onnx(
         Relax module with weights detached into ``Program.params``.
     """
     proto = split_weights_and_constants(load_onnx(model))
-    inputs = _input_specs(proto, input_shapes or {})
+    inputs, rebatched = _input_specs(proto, input_shapes or {}, log)
+    proto = follow_batch(proto, rebatched)
     try:
         mod = from_onnx(
             proto,

@@ -75,24 +75,51 @@ class Recipe:
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> "Recipe":
-        """Read a recipe file; errors name the file and the problem."""
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except FileNotFoundError:
-            raise SqueezeError(f"recipe file not found: {path}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise SqueezeError(f"recipe {path} is not valid TOML: {err}") from None
+        """The ``[[pass]]`` list of a recipe file, checked (:func:`read_recipe_file`, :meth:`validate`)."""
+        doc = read_recipe_file(path)
         specs = []
         for i, table in enumerate(doc.get("pass", [])):
-            options = dict(table)
+            options = dict(table) if isinstance(table, dict) else {}
             if "name" not in options:
                 raise SqueezeError(f"recipe {path}: [[pass]] #{i + 1} has no 'name'")
             specs.append(PassSpec(options.pop("name"), options))
-        return cls(specs)
+        return cls(specs).validate(f"recipe {path}")
+
+    def validate(self, origin: str = "recipe") -> "Recipe":
+        """Fail now, before any work, on an unknown pass name or option (one line naming both)."""
+        for spec in self.passes:
+            try:
+                make_step(spec.name, **spec.options)
+            except SqueezeError as err:
+                raise SqueezeError(f"{origin}: {err}") from None
+        return self
 
     def __add__(self, other: "Recipe") -> "Recipe":
         return Recipe(self.passes + other.passes)
+
+
+RECIPE_TABLES = ("pass", "prune", "quantize")
+
+
+def read_recipe_file(path: str | os.PathLike) -> dict:
+    """A recipe file's tables, checked against the schema: ``[[pass]]`` (a list), ``[prune]``
+    and ``[quantize]``; any other table or key is an error naming the file."""
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise SqueezeError(f"recipe file not found: {path}") from None
+    except IsADirectoryError:
+        raise SqueezeError(f"recipe {path} is a directory: give a .toml file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SqueezeError(f"recipe {path} is not valid TOML: {err}") from None
+    unknown = sorted(set(doc) - set(RECIPE_TABLES))
+    if unknown:
+        raise SqueezeError(f"recipe {path}: unknown table(s) {unknown}: a recipe holds [[pass]], [prune] and "
+                           "[quantize]")
+    if not isinstance(doc.get("pass", []), list):
+        raise SqueezeError(f"recipe {path}: 'pass' must be a list of tables ([[pass]], not [pass])")
+    return doc
 
 
 def run_passes(

@@ -93,7 +93,7 @@ def profile(vm: relax.VirtualMachine, args: Sequence, kernels: dict[str, dict], 
             secs = statistics.median(samples)
             ops = kernels[symbol]["ops"]
             rows.append({"kernel": symbol, "schedule": kernels[symbol]["kernel"], "us": round(secs * 1e6, 1),
-                         "gops": round(ops / secs / 1e9, 1) if ops else None})
+                         "gops": float(f"{ops / secs / 1e9:.3g}") if ops else None})
         return 0  # VMInstrumentReturnKind.NoOp
 
     vm.set_instrument(tvm.runtime.convert(instrument))

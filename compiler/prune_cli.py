@@ -1,13 +1,17 @@
-"""The pruning parts of the ``squeeze`` command: ``compile --prune``, ``prune`` and ``inspect`` columns."""
+"""The pruning parts of the ``squeeze`` command: ``compile --prune``, ``prune`` and ``inspect`` columns.
+
+TVM loads only when a command runs, so that ``squeeze --help`` starts quickly.
+"""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from passes.prune.config import PruneConfig
-
-from . import build as _build  # noqa: F401  (registers the host builder pruning runs with)
 from .cli_args import add_calibration_args, calibration_source, log
 from .errors import SqueezeError
+
+if TYPE_CHECKING:
+    from passes.prune.config import PruneConfig
 
 PRUNE_COLUMNS = ["kept", "inputs", "sparsity"]
 
@@ -21,9 +25,11 @@ def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
                         "nm:2:4, block:0.8,block=1x16, element:0.7")
 
 
-def compile_config(args: argparse.Namespace) -> PruneConfig | None:
-    """The PruneConfig of ``squeeze compile`` (None without ``--prune``)."""
-    return PruneConfig.parse(args.prune, calibration=calibration_source(args)) if args.prune else None
+def compile_config(args: argparse.Namespace, data=None) -> PruneConfig | None:
+    """The PruneConfig of ``squeeze compile`` (None without ``--prune``); ``data``: ``--calib``."""
+    from passes.prune.config import PruneConfig
+
+    return PruneConfig.parse(args.prune, calibration=data) if args.prune else None
 
 
 def add_command(sub, model_args) -> None:
@@ -51,8 +57,10 @@ def add_command(sub, model_args) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> None:
+    from passes.prune.config import PruneConfig
     from passes.prune.pruner import prune_model
 
+    from . import build as _build  # noqa: F401  (registers the host builder pruning runs with)
     from .atomic import atomic_path, check_writable
     from .report import format_table
 

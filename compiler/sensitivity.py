@@ -15,6 +15,7 @@ from .frontend import layer_calls
 from .hostexec import host_vm
 from .ir import layer_names
 from .program import Program
+from .progress import track
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -45,8 +46,6 @@ def sensitivity(program: Program, calibration: CalibrationSource, scheme: str = 
     calibration : calibration source
         Used for the ranges; its first ``samples`` batches also measure the SQNR.
     """
-    from tqdm import tqdm
-
     parsed = parse_scheme(scheme)
     ranges, _ = calibrated_ranges(program.mod, parsed, calibration, observer, progress)
     batches = load_calibration(calibration, program.inputs)[:samples]
@@ -59,7 +58,7 @@ def sensitivity(program: Program, calibration: CalibrationSource, scheme: str = 
     layers = layer_calls(program.mod["main"])
     names = layer_names(program.mod["main"])
     results = []
-    for i in tqdm(range(len(layers)), desc="sensitivity", unit="layer", disable=not progress, leave=False):
+    for i in track(range(len(layers)), "sensitivity (layers)", enabled=progress):
         mod = realize_module(program.mod, parsed, ranges, lambda idx, _call, i=i: "" if idx == i else "scan", None,
                              observer)
         approx = np.concatenate([o.ravel() for o in outputs(mod)])
@@ -77,13 +76,27 @@ def plot_sensitivity(results: list[Sensitivity], path, title: str) -> None:
 
     from .atomic import atomic_path
 
-    finite = [r.sqnr_db if np.isfinite(r.sqnr_db) else 99.0 for r in results]
-    fig, ax = plt.subplots(figsize=(8, 0.3 * len(results) + 1.5))
-    ax.barh(range(len(results)), finite, color=["#d62728" if v < np.median(finite) else "#1f77b4" for v in finite])
-    ax.set_yticks(range(len(results)), [r.name[-40:] for r in results], fontsize=7)
+    order = sorted(results, key=lambda r: r.sqnr_db)  # the table's order: most sensitive first
+    values = np.array([r.sqnr_db for r in order], dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    top = float(finite.max()) + 3.0 if finite.size else 60.0
+    values = np.where(np.isfinite(values), values, top)  # exact layers drawn at the right edge
+    median = float(np.median(values))
+    names = [r.name for r in order]
+    fig, ax = plt.subplots(figsize=(6 + 0.055 * max(map(len, names), default=0), 0.3 * len(order) + 1.6))
+    colors = ["#d62728" if v < median else "#1f77b4" for v in values]
+    ax.barh(range(len(order)), values, color=colors)
+    ax.set_yticks(range(len(order)), names, fontsize=7)
     ax.invert_yaxis()
+    low = float(values.min()) if values.size else 0.0
+    ax.set_xlim(max(0.0, low - 0.25 * (top - low) - 1.0), top + 0.5)  # a narrow spread stays visible
     ax.set_xlabel("output SQNR with only this layer quantized (dB, higher is safer)")
     ax.set_title(title)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color="#d62728", label="below the median: most sensitive"),
+                       Patch(color="#1f77b4", label="at or above the median")], loc="upper center",
+              bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7, frameon=False)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")

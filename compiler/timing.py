@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -81,11 +82,13 @@ def serve(engine: Engine, inputs_path: str, threads: int) -> None:
 
 
 def interleaved(engines: dict[str, Engine], inputs: dict[str, np.ndarray], threads: int, rounds: int,
-                runs: int) -> dict[str, list[float]]:
+                runs: int, on_turn: Callable[[int, str, list[float]], None] | None = None) -> dict[str, list[float]]:
     """Per-round median milliseconds of every engine (``rounds`` values each).
 
     Each round times ``runs`` calls of each engine in turn, the order rotating by one per
     round; workers run with ``TVM_NUM_THREADS`` / ONNX Runtime intra-op threads = ``threads``.
+    ``on_turn(round, engine name, per-call milliseconds)`` is called after every turn (progress,
+    percentiles), with every worker stopped.
     """
     with tempfile.TemporaryDirectory(prefix="squeeze-timing-") as tmp:
         feed = os.path.join(tmp, "inputs.npz")
@@ -108,8 +111,11 @@ def interleaved(engines: dict[str, Engine], inputs: dict[str, np.ndarray], threa
                     worker.send_signal(signal.SIGCONT)
                     worker.stdin.write(f"{runs}\n")
                     worker.stdin.flush()
-                    samples[name].append(statistics.median(json.loads(worker.stdout.readline())))
+                    times = json.loads(worker.stdout.readline())
+                    samples[name].append(statistics.median(times))
                     worker.send_signal(signal.SIGSTOP)
+                    if on_turn is not None:
+                        on_turn(r, name, times)
             return samples
         finally:
             for worker in workers.values():

@@ -78,6 +78,7 @@ def tune(
     work_dir.mkdir(parents=True, exist_ok=True)
     target = spec.target
     say = print if progress else (lambda *_: None)
+    say(f"lowering the model for {spec.name} and extracting tuning tasks ...")
     mod = fused_module(program, spec)
     with target:
         tasks = extract_tasks(mod, target)

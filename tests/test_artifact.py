@@ -93,7 +93,7 @@ def test_manifest_records_where_the_code_runs(cnn_artifact):
 def test_not_a_tar(tmp_path):
     path = tmp_path / "x.tar"
     path.write_bytes(b"garbage" * 100)
-    with pytest.raises(SqueezeError, match="not a readable Squeeze artifact"):
+    with pytest.raises(SqueezeError, match="not a Squeeze artifact \\(not a tar file\\)"):
         Artifact.read(path)
 
 

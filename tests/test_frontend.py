@@ -40,9 +40,10 @@ def test_dynamic_spatial_dims_need_a_shape():
     assert import_onnx(model, {"input": (1, 3, 5, 7)}).outputs[0].shape == (1, 3, 5, 7)
 
 
-def test_shape_override_must_match_static_dims():
-    with pytest.raises(SqueezeError, match="not 1x4x16x16"):
+def test_shape_override_must_match_static_dims_but_the_batch():
+    with pytest.raises(SqueezeError, match="not 1x4x16x16: .*only the batch"):
         import_onnx(small_cnn(), {"input": (1, 4, 16, 16)})
+    assert import_onnx(small_cnn(), {"input": (4, 3, 16, 16)}).outputs[0].shape == (4, 10)  # static batch 1 -> 4
     with pytest.raises(SqueezeError, match="unknown input 'x'"):
         import_onnx(small_cnn(), {"x": (1, 3, 16, 16)})
 

@@ -50,7 +50,8 @@ def test_batchnorm_statistics_are_re_estimated():
 
 def test_compile_with_prune_equals_the_exported_model(tmp_path):
     model, shape = GRAPHS["se"]()
-    config = PruneConfig("filter", 0.5, "fpgm", round_to=2)
+    calib = {"input": np.concatenate([b["input"] for b in _inputs(shape, 16, 0)])}
+    config = PruneConfig("filter", 0.5, "fpgm", round_to=2, calibration=calib)
     art = compiler.compile(model, prune=config)
     summary = art.manifest.summary["prune"]
     assert summary["macs_after"] < summary["macs_before"] / 2
@@ -82,6 +83,10 @@ def test_squeeze_prune_writes_onnx_and_inspect_shows_it(tmp_path):
     expected = run_ort(prune_model(model, PruneConfig("filter", 0.5, "l2")).onnx, x)[0]
     assert np.array_equal(run_ort(onnx.load(tmp_path / "p.onnx"), x)[0], expected)
     proc = squeeze("compile", tmp_path / "m.onnx", "--prune", "filter:0.5,criterion=l2", "-o", tmp_path / "p.tar")
+    assert proc.returncode == 2 and "without calibration data" in proc.stderr  # the model would be broken
+    np.savez(tmp_path / "c.npz", input=np.concatenate([b["input"] for b in _inputs(shape, 8, 0)]))
+    proc = squeeze("compile", tmp_path / "m.onnx", "--prune", "filter:0.5,criterion=l2", "--calib", tmp_path / "c.npz",
+                   "-o", tmp_path / "p.tar")
     assert proc.returncode == 0, proc.stderr
     proc = squeeze("inspect", tmp_path / "p.tar")
     assert proc.returncode == 0 and "kept" in proc.stdout and "4/8" in proc.stdout, proc.stdout
@@ -102,10 +107,11 @@ def test_squeeze_prune_bad_input(tmp_path, args, match):
 
 
 def test_toml_recipe_prunes(tmp_path):
-    model, _ = GRAPHS["flatten"]()
+    model, shape = GRAPHS["flatten"]()
     recipe = tmp_path / "r.toml"
     recipe.write_text('[prune]\ngranularity = "filter"\nratio = 0.5\ncriterion = "l2"\n\n[[pass]]\nname = "fold_bn"\n')
-    summary = compiler.compile(model, recipe=recipe).manifest.summary["prune"]
+    calib = {"input": np.concatenate([b["input"] for b in _inputs(shape, 8, 0)])}
+    summary = compiler.compile(model, recipe=recipe, calibration=calib).manifest.summary["prune"]
     assert summary["criterion"] == "l2" and [g["kept"] for g in summary["groups"]] == [4, 6]
 
 

@@ -98,13 +98,15 @@ def test_round_to_and_per_layer_ratios(residual):
     ({"ratio": "half"}, "not a number"),
     ({"criterion": "taylor"}, "unknown pruning criterion 'taylor'"),
     ({"granularity": "kernel"}, "unknown pruning granularity"),
-    ({"criterion": "apoz"}, "needs calibration data"),
-    ({"criterion": "reconstruction"}, "needs calibration data"),
+    ({"criterion": "apoz", "ratio": 0.5}, "needs calibration data"),
+    ({"criterion": "reconstruction", "ratio": 0.5}, "needs calibration data"),
     ({"ratio": "sensitivity"}, "needs calibration data"),
-    ({"round_to": 0}, "round_to"),
+    ({"round_to": 0, "ratio": 0.5}, "round_to"),
     ({"granularity": "nm", "nm": (4, 4)}, "0 < N < M"),
+    ({"granularity": "block"}, "block pruning needs a ratio"),
+    ({}, "filter pruning needs a ratio"),
 ], ids=["one", "negative", "text", "criterion", "granularity", "apoz", "reconstruction", "sensitivity",
-        "round_to", "nm"])
+        "round_to", "nm", "no_block_ratio", "no_ratio"])
 def test_bad_settings_fail_in_one_line(kwargs, match):
     with pytest.raises(SqueezeError, match=match) as err:
         PruneConfig(**kwargs)

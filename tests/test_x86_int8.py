@@ -446,8 +446,9 @@ def test_inspect_profiles_each_kernel(tmp_path):
     compiler.compile(zoo.model_path("fmnist-resnet8"), "x86", quantize=quantize).save(art)
     out = squeeze("inspect", art, "--profile")
     assert out.returncode == 0, out.stderr
-    rows = [line.split() for line in out.stdout.splitlines() if line.startswith("fused_int8_conv2d")]
-    assert len(rows) == 9 and all(r[1:3] == ["int8", "conv2d"] and float(r[4]) > 0 for r in rows), out.stdout
+    rows = [line.split("int8 conv2d") for line in out.stdout.splitlines() if line.startswith("fused_int8_conv2d")]
+    assert len(rows) == 9 and all(len(r) == 2 and "/Conv" in r[0] for r in rows), out.stdout  # tied to layers
+    assert all(float(r[1].split()[0]) > 0 and float(r[1].split()[1]) > 0 for r in rows), out.stdout  # us, GOP/s
     assert "GOP/s overall" in out.stdout
 
 

@@ -28,6 +28,7 @@ class PruneConfig:
         (block sparsity) or ``element`` (unstructured magnitude sparsity, storage only).
         Filter and channel pruning both remove whole channel groups physically.
     ratio : float, dict or "sensitivity"
+        Required except for ``nm``: there is no default amount of pruning.
         Fraction of channels (or, for block/element, of weights) removed: one global value;
         ``{pattern: ratio}`` per layer (fnmatch on group, ONNX node or weight names; ``"*"`` for
         the rest); or ``"sensitivity"`` to derive per-layer ratios removing ``macs_target``.
@@ -62,7 +63,7 @@ class PruneConfig:
     """
 
     granularity: str = "filter"
-    ratio: Any = 0.5
+    ratio: Any = None
     criterion: str = "l1"
     round_to: int = 1
     calibration: Any = None
@@ -89,6 +90,9 @@ class PruneConfig:
             if self.granularity not in STRUCTURED:
                 raise SqueezeError("ratio='sensitivity' applies to filter or channel pruning")
         elif self.granularity != "nm":
+            if self.ratio is None:
+                raise SqueezeError(f"{self.granularity} pruning needs a ratio, e.g. {self.granularity}:0.5 (the "
+                                   "fraction removed) or filter:sensitivity,macs=0.5: there is no default")
             self.ratio = check_ratio(self.ratio)
         if (self.validation is not None or self.search_steps) and self.ratio != "sensitivity":
             raise SqueezeError("validation data and search_steps serve ratio='sensitivity' only: drop them or "
@@ -146,8 +150,9 @@ class PruneConfig:
         return cls(**values)
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike, **overrides) -> "PruneConfig | None":
-        """The ``[prune]`` table of a recipe file, or None when it has none."""
+    def from_toml(cls, path: str | os.PathLike, **defaults) -> "PruneConfig | None":
+        """The ``[prune]`` table of a recipe file, or None when it has none; ``defaults`` fill
+        the keys it leaves out (e.g. the command line's calibration data)."""
         try:
             with open(path, "rb") as f:
                 table = tomllib.load(f).get("prune")
@@ -161,7 +166,7 @@ class PruneConfig:
         for key in ("nm", "block"):
             if key in table:
                 table[key] = tuple(table[key])
-        return cls(**{**table, **overrides})
+        return cls(**{**defaults, **table})
 
 
 def _number(text: str, what: str) -> float:

@@ -94,3 +94,24 @@ def node_names(proto: onnx.ModelProto, program: Program) -> dict[int, str]:
         if isinstance(b.value, relax.TupleGetItem) and position.get(b.value.tuple_value) in owner:
             owner.setdefault(i, owner[position[b.value.tuple_value]])
     return owner
+
+
+def node_outputs(proto: onnx.ModelProto, program: Program) -> dict[str, list[int | str | None]]:
+    """ONNX node name → where each of its results is held in ``program.mod["main"]``: a binding
+    position, the name of a model input the node passes through (Identity, Dropout), or None.
+
+    Same traced import as :func:`node_names`; empty when it does not line up with ``program``.
+    """
+    traced, converted = _traced_import(proto, program)
+    if _op_names(traced) != _op_names(program.mod["main"]):
+        return {}
+    bindings = [b for blk in traced.body.blocks for b in blk.bindings]
+    params = {p: getattr(p, "name", None) or p.name_hint for p in traced.params}
+    out: dict[str, list[int | str | None]] = {}
+    for name, sym in converted:
+        where = []
+        for expr in (sym.fields if isinstance(sym, relax.Tuple) else [sym]):
+            hit = next((i for i, b in enumerate(bindings) if b.var.same_as(expr) or b.value.same_as(expr)), None)
+            where.append(hit if hit is not None else params.get(expr))
+        out[name] = where
+    return out

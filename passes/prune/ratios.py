@@ -7,6 +7,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from compiler.errors import SqueezeError
+from compiler.progress import Progress
 
 from .depgraph import DepGraph, Group, Plan
 
@@ -89,6 +90,7 @@ def sensitivity_ratios(graph: DepGraph, scores: Mapping[int, np.ndarray], error:
     base = graph.macs()
     unpruned = error({})  # not 0 for a score such as the validation cross-entropy
     curve: dict[int, list[float]] = {}
+    progress = Progress(len(graph.groups) * len(SCAN_RATIOS), "sensitivity scan (trials)", log)
     for g in graph.groups:
         curve[g.id] = [unpruned]
         for r in SCAN_RATIOS:
@@ -96,6 +98,8 @@ def sensitivity_ratios(graph: DepGraph, scores: Mapping[int, np.ndarray], error:
                 curve[g.id].append(error(make_plan([g], scores, {g.id: r}, round_to)))
             except SqueezeError:  # this ratio would empty the group: stop its scan here
                 break
+            finally:
+                progress.step()
         if log is not None:
             log(f"sensitivity {g.name}: " + " ".join(f"{e:.3f}" for e in curve[g.id][1:]))
     level = {g.id: 0 for g in graph.groups}
@@ -143,11 +147,13 @@ def local_search(graph: DepGraph, scores: Mapping[int, np.ndarray], error: Calla
         return 1.0 - graph.macs(plan_of(c)) / base
 
     cache: dict[tuple, float] = {}
+    progress = Progress(None, "local search (trials)", log)
 
     def cost(c: Mapping[int, int]) -> float:
         key = tuple(sorted(c.items()))
         if key not in cache:
             cache[key] = error(plan_of(c))
+            progress.step()
         return cache[key]
 
     for step in range(steps):
@@ -161,6 +167,9 @@ def local_search(graph: DepGraph, scores: Mapping[int, np.ndarray], error: Calla
                                 and macs_target <= removed(trial) <= macs_target + slack):
                             moves.append(trial)
         now = cost(counts)
+        progress.total = progress.count + len(moves)  # at most: some moves were scored before
+        if log is not None:
+            log(f"search step {step + 1}/{steps}: {len(moves)} moves to score")
         best = min(moves, key=cost, default=None)
         if best is None or cost(best) >= now - 1e-6 * abs(now):
             break

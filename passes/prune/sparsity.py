@@ -12,6 +12,7 @@ from typing import Mapping
 
 import numpy as np
 
+from compiler.errors import SqueezeError
 from compiler.program import Program
 
 from .depgraph import DepGraph, Layer
@@ -111,6 +112,10 @@ def sparsify_params(program: Program, graph: DepGraph, config) -> tuple[dict[str
                      "dense_bytes": int(w.nbytes),
                      "sparse_bytes": storage_bytes(kn, config.granularity, config.block, config.nm[1])})
     done = [r for r in rows if "sparsity" in r]
+    if not done:
+        reasons = "; ".join(f"{r['name']}: {r['skipped']}" for r in rows[:3]) + ("; ..." if len(rows) > 3 else "")
+        raise SqueezeError(f"{config.granularity} sparsity fits no layer ({reasons}): choose a pattern the layers "
+                           "tile into (e.g. block=1x16, nm=2:4)")
     summary = {
         "granularity": config.granularity, "layers": rows,
         "pattern": {"nm": f"{config.nm[0]}:{config.nm[1]}", "block": "x".join(map(str, config.block)),

@@ -23,26 +23,36 @@ from .realize import realize_function
 from .schemes import Scheme, parse_scheme
 
 
-def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: bool, num_layers: int,
-                 names: Sequence[str] = (), ops: frozenset[str] | None = None):
-    """``(index, call) -> reason`` deciding which conv/matmul layers stay float.
+def layer_ids(func: relax.Function) -> list[set[str]]:
+    """The names each conv/matmul layer of ``func`` answers to, in order: ``conv2d_N`` /
+    ``matmul_N`` and its ONNX node name when known."""
+    names = layer_names(func)
+    ids = []
+    for index, binding in enumerate(layer_calls(func)):
+        kind = layer_kind(binding.value)
+        ids.append({f"{'conv2d' if kind.endswith('conv2d') else kind}_{index}", *names[index:index + 1]})
+    return ids
+
+
+def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: bool, func: relax.Function,
+                 ops: frozenset[str] | None = None):
+    """``(index, call) -> reason`` deciding which conv/matmul layers of ``func`` stay float.
 
     ``ops`` are the layer kinds (``compiler.ir.layer_kind``) the target runs in integers
     (None: all); ``skip_ops`` may name a kind or the op (``conv2d`` covers every conv).
     """
-    skip = set(skip)
+    skip, ids = set(skip), layer_ids(func)
 
     def keep_float(index: int, call: relax.Call) -> str:
         kind = layer_kind(call)
         op = "conv2d" if kind.endswith("conv2d") else kind
-        own = {f"{op}_{index}", *(names[index:index + 1] if index < len(names) else [])}
-        if own & skip:
+        if ids[index] & skip:
             return "skipped by name"
         if op in skip_ops or kind in skip_ops:
             return f"skipped op type {kind}"
         if ops is not None and kind not in ops:
             return f"{kind} has no integer kernel on the target"
-        if keep_first_last and index in (0, num_layers - 1):
+        if keep_first_last and index in (0, len(ids) - 1):
             return "first/last layer kept float"
         return ""
 
@@ -96,8 +106,7 @@ def realize(
     @tvm.transform.module_pass(opt_level=0, name="realize")
     @user_errors
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        func = mod["main"]
-        keep = layer_filter(skip, skip_ops, keep_first_last, len(layer_calls(func)), layer_names(func), kinds)
+        keep = layer_filter(skip, skip_ops, keep_first_last, mod["main"], kinds)
         return realize_module(mod, scheme, ranges, keep, means, observer)
 
     return transform

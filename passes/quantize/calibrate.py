@@ -58,12 +58,18 @@ class ImageFolder:
 CalibrationSource = Union[str, os.PathLike, ImageFolder, Mapping[str, np.ndarray], Iterable]
 
 
+POSITIONAL = "arr_0"  # the key numpy.savez gives an array passed without a name
+
+
 def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], origin: str) -> list[dict]:
-    if len(inputs) == 1 and len(arrays) == 1:
-        arrays = {inputs[0].name: next(iter(arrays.values()))}
+    if len(inputs) == 1 and list(arrays) == [POSITIONAL]:
+        arrays = {inputs[0].name: arrays[POSITIONAL]}
     missing = [s.name for s in inputs if s.name not in arrays]
     if missing:
-        raise SqueezeError(f"calibration data {origin} lacks inputs {missing}: give one array per input name")
+        hint = (f"; to use array '{next(iter(arrays))}' of {origin}, give {origin}:{next(iter(arrays))}"
+                if len(inputs) == 1 and arrays and origin.endswith(".npz") else "")
+        raise SqueezeError(f"calibration data {origin} lacks inputs {missing} (it holds {sorted(arrays)}): "
+                           f"give one array per input name{hint}")
     counts = set()
     for spec in inputs:
         arr = np.asarray(arrays[spec.name])
@@ -83,16 +89,26 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], ori
             for i in range(n)]
 
 
+def _npz_and_key(source: str | os.PathLike) -> tuple[Path, str | None]:
+    """``data.npz`` or ``data.npz:KEY`` (one array of the file, for a one-input model)."""
+    text = os.fspath(source)
+    head, sep, key = text.rpartition(":")
+    if sep and head.endswith(".npz") and key and not Path(text).exists():
+        return Path(head), key
+    return Path(text), None
+
+
 def load_calibration(source: CalibrationSource, inputs: list[TensorSpec]) -> list[dict]:
     """Validate calibration data and split it into model-sized batches.
 
-    ``source`` may be an ``.npz`` path (one array per input name, leading sample axis), an
+    ``source`` may be an ``.npz`` path (one array per input name, leading sample axis; or
+    ``data.npz:KEY`` naming the array of a one-input model), an
     :class:`ImageFolder`, a dict of arrays, or an iterable of ``{input name: batch}`` dicts.
     """
     if isinstance(source, ImageFolder):
         batches = _from_arrays({inputs[0].name: source.load(inputs[0])}, inputs, str(source.path))
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
+        path, key = _npz_and_key(source)
         if not path.is_file():
             raise SqueezeError(f"calibration data not found: {path}: give an .npz file or a folder of images")
         try:
@@ -100,6 +116,13 @@ def load_calibration(source: CalibrationSource, inputs: list[TensorSpec]) -> lis
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError) as err:
             raise SqueezeError(f"{path} is not a readable .npz file ({err}): save arrays with numpy.savez") from None
+        if key is not None:
+            if key not in arrays:
+                raise SqueezeError(f"{path} has no array '{key}' (it holds {sorted(arrays)}): name one of them")
+            if len(inputs) != 1:
+                raise SqueezeError(f"{path}:{key} names one array but the model has {len(inputs)} inputs: give "
+                                   "an .npz with one array per input name")
+            arrays = {inputs[0].name: arrays[key]}
         batches = _from_arrays(arrays, inputs, str(path))
     elif isinstance(source, Mapping):
         batches = _from_arrays(source, inputs, "(dict)")

@@ -176,6 +176,7 @@ class _Walk:
     views: dict = field(default_factory=dict)  # (original var, dtype) -> integer views made here
     consumed: set = field(default_factory=set)
     records: list = field(default_factory=list)
+    layers: dict = field(default_factory=dict)  # layer var -> what its integer form was made of
 
     # ---- views of an original value --------------------------------------------------------
     def as_float(self, v: relax.Expr) -> relax.Expr:
@@ -271,6 +272,7 @@ class _Walk:
             error = codes * _along(w_scale, weight.ndim, w_axis) - weight
             bias = (np.zeros(channels) if bias is None else bias) - _weight_error_shift(error, self.means[x], w_axis,
                                                                                         groups)
+        self.layers[binding.var] = {"x": xq, "codes": codes, "w_scale": w_scale, "bias": bias, "chain": chain}
         if self.is_output(chain[-1]):  # keep the exact int32 result: no 8-bit clip of model outputs
             self.env[chain[-1]] = self.bb.emit(integer_layer(call, xq, codes, w_scale, bias, act,
                                                              self.scheme.integer_only))
@@ -291,6 +293,7 @@ class _Walk:
         if a is None or b is None or final not in self.ranges:
             return False
         acc = relax.op.matmul(a.expr, b.expr, out_dtype="int32")
+        self.layers[binding.var] = {"a": a, "b": b, "chain": [binding.var, *act.vars]}
         scale, zero, lo, hi = self.output_params(final, spec, act)
         rq = Requant(np.array([a.scale * b.scale / scale]), zero, lo, hi, spec.dtype, self.scheme.integer_only)
         self.set_quant(final, requantize(acc, rq, len(_shape(binding.var)), -1), scale, zero, spec)
@@ -368,6 +371,17 @@ def realize_function(func: relax.Function, scheme: Scheme, ranges: dict, keep_fl
 
     ``means`` (per-channel input means from calibration) turns on bias correction.
     """
+    new, walk = realize_walk(func, scheme, ranges, keep_float, means)
+    return new, walk.records
+
+
+def realize_walk(func: relax.Function, scheme: Scheme, ranges: dict, keep_float: Callable[[int, relax.Call], str],
+                 means: dict | None = None) -> tuple[relax.Function, _Walk]:
+    """:func:`realize_function`, returning the walk itself: ``quant`` (each original var held in
+    integers and its codes' scale and zero point; those made from a float value are also in
+    ``views``), ``layers`` (codes, scales, bias and chain of each integer layer), ``consumed``
+    and ``records``. Exporters (``compiler.onnx_export``) read Squeeze's decisions from it.
+    """
     uses, consumer = use_counts(func)
     walk = _Walk(scheme, ranges, keep_float, uses, consumer, means)
     params = user_inputs(func)
@@ -381,4 +395,4 @@ def realize_function(func: relax.Function, scheme: Scheme, ranges: dict, keep_fl
                 layer_index += op_name(binding.value) in LAYER_OPS
             out = walk.bb.emit_output(walk.as_float(func.body.body))
         walk.bb.emit_func_output(out)
-    return walk.bb.get()["main"], walk.records
+    return walk.bb.get()["main"], walk
