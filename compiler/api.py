@@ -96,10 +96,6 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         out = None if dump_ir is None or b == batches[0] else os.path.join(dump_ir, f"b{b}")
         builds[b] = _build(rebatched, passes, spec, tune_trials, tuning_db, dump_ir if b == batches[0] else out, log)
     default = builds[batches[0]][0]
-    data = (quantize.calibration if quantize else None) or (prune.calibration if prune else None)
-    if data is not None and spec.runs_on_host():  # the accuracy proxy, on the model's own batch if built
-        checked, executable = builds[base if base in builds else batches[0]]
-        default.summary["accuracy_proxy"] = accuracy_proxy(executable, load_onnx(model), checked.inputs, data, log)
     manifest = Manifest(
         inputs=default.inputs,
         outputs=default.outputs,
@@ -108,8 +104,14 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         files={},
         versions={},
     )
-    return Artifact.from_executables([(builds[b][1], builds[b][0].inputs, builds[b][0].outputs) for b in batches],
-                                     manifest, spec.cross_compiler)
+    artifact = Artifact.from_executables([(builds[b][1], builds[b][0].inputs, builds[b][0].outputs)
+                                          for b in batches], manifest, spec.cross_compiler)
+    data = (quantize.calibration if quantize else None) or (prune.calibration if prune else None)
+    if data is not None and spec.runs_on_host():  # the accuracy proxy, through the library as saved
+        checked = builds[base if base in builds else batches[0]][0]
+        manifest.summary["accuracy_proxy"] = accuracy_proxy(Module(artifact).run, load_onnx(model), checked.inputs,
+                                                            data, log)
+    return artifact
 
 
 def prepare(model: ModelLike, spec: TargetSpec, *, input_shapes: Mapping[str, Sequence[int]] | None = None,

@@ -10,8 +10,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import onnx
-import tvm
-from tvm import relax
 
 from passes.quantize.calibrate import CalibrationSource, load_calibration
 
@@ -23,15 +21,15 @@ POOR_SQNR_DB = 20.0  # below this, or below POOR_AGREEMENT, the compile warns
 POOR_AGREEMENT = 0.9
 
 
-def accuracy_proxy(executable: tvm.runtime.Executable, model: onnx.ModelProto, inputs: Sequence[TensorSpec],
+def accuracy_proxy(run: Callable[[dict], dict], model: onnx.ModelProto, inputs: Sequence[TensorSpec],
                    calibration: CalibrationSource, log: Callable[[str], None] | None = None) -> dict | None:
-    """Output SQNR (and top-1 agreement for ``[N, classes]`` outputs) of ``executable``
-    against ``model`` in ONNX Runtime, on the first :data:`SAMPLES` calibration batches
+    """Output SQNR (and top-1 agreement for ``[N, classes]`` outputs) of the compiled model
+    (``run``: ``{input: array} -> {output: array}``, e.g. ``Module.run``) against ``model`` in
+    ONNX Runtime, on the first :data:`SAMPLES` calibration batches shaped like ``inputs``
     (None, with a line saying why, when ONNX Runtime cannot run the model on them)."""
     import onnxruntime as ort
 
     batches = load_calibration(calibration, list(inputs))[:SAMPLES]
-    vm = relax.VirtualMachine(executable, tvm.cpu())
     got, want = [], []
     try:
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -43,8 +41,7 @@ def accuracy_proxy(executable: tvm.runtime.Executable, model: onnx.ModelProto, i
                 f"({str(err).splitlines()[0][:120]})")
         return None
     for batch in batches:
-        out = vm["main"](*(tvm.runtime.tensor(np.ascontiguousarray(batch[s.name])) for s in inputs))
-        got.append(out.numpy() if isinstance(out, tvm.runtime.Tensor) else out[0].numpy())
+        got.append(next(iter(run(batch).values())))
     got, want = np.concatenate(got), np.concatenate(want).astype(got[0].dtype if got else np.float32)
     sqnr = float(sqnr_db(want, got))
     result = {"samples": len(batches), "sqnr_db": round(sqnr, 2) if np.isfinite(sqnr) else None}  # None: exact
