@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Callable, Mapping, Sequence
 
@@ -11,7 +10,7 @@ import numpy as np
 from passes.prune import PruneConfig, prune_model
 from passes.prune.config import STRUCTURED
 from passes.quantize.qdq_to_integer import has_qdq
-from targets import TargetSpec, get_target, host_target
+from targets import TargetSpec, get_target
 from targets.sparse import PATTERN_PASSES
 
 from .artifact import Artifact, Manifest
@@ -21,8 +20,9 @@ from .config import QuantConfig
 from .errors import SqueezeError
 from .frontend import ModelLike, import_onnx, load_onnx
 from .pipeline import PassSpec, Recipe, run_passes
-from .program import Program
+from .program import Program, batch_of
 from .profile import kernel_table
+from .progress import to_stderr
 from .proxy import accuracy_proxy
 from .report import compression_summary
 from .runtime import Module
@@ -76,12 +76,12 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     log : callable, optional
         Receives progress lines (without one, the dynamic dims fixed to 1 are told on stderr).
     """
-    spec = get_target(target) if target is not None else host_target()
+    spec = get_target(target)
     if tune_trials > 0 and tuning_db is None:
         raise SqueezeError("tune_trials needs tuning_db: the directory where records are kept")
     recipe, prune, quantize = _options(recipe, prune, quantize, calibration)
     program, passes, source = _front(model, spec, input_shapes, recipe, prune, quantize, log)
-    base = _batch(program.inputs)
+    base = batch_of(program.inputs)
     batches = _batch_list(batch_sizes, program, base)
     passes = _calibrate_once(passes)
     if base not in batches and any(p.name == "quantize" for p in passes.passes):
@@ -150,7 +150,7 @@ def _front(model: ModelLike, spec: TargetSpec, input_shapes, recipe: Recipe | No
     """Import and prune ``model``; returns the program, the passes to run on it and the ONNX
     model it came from (the pruned one after pruning)."""
     quantize_passes = quantize.recipe(progress=log is not None, target=spec).validate() if quantize else Recipe()
-    program = import_onnx(model, input_shapes, log=log or _stderr)
+    program = import_onnx(model, input_shapes, log=log or to_stderr)
     if quantize is not None:
         check_skip_names(program.mod, quantize.skip)  # a typo fails now, not after pruning
     prune_passes, source = Recipe(), model
@@ -160,14 +160,6 @@ def _front(model: ModelLike, spec: TargetSpec, input_shapes, recipe: Recipe | No
     if has_qdq(program.mod):  # QAT / ORT-quantized model: its Q/DQ pairs become integer compute first
         passes = Recipe([PassSpec("qdq_to_integer")]) + passes
     return program, passes + quantize_passes, source
-
-
-def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
-
-
-def _batch(inputs: Sequence) -> int:
-    return int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
 
 
 def _batch_list(batch_sizes: Sequence[int] | None, program: Program, base: int) -> list[int]:
@@ -224,9 +216,9 @@ def target_record(spec: TargetSpec) -> dict:
             "cpu": spec.target_json.get("mcpu", ""), "device": spec.device, "isa": spec.isa}
 
 
-def prune_program(model: ModelLike, config: PruneConfig, spec: TargetSpec,
-                  input_shapes: Mapping[str, Sequence[int]] | None = None,
-                  log: Callable[[str], None] | None = None) -> tuple[Program, Recipe]:
+def _prune(model: ModelLike, config: PruneConfig, spec: TargetSpec,
+           input_shapes: Mapping[str, Sequence[int]] | None = None,
+           log: Callable[[str], None] | None = None) -> tuple[Program, Recipe, "onnx.ModelProto"]:
     """Prune ``model`` for ``spec``.
 
     Returns
@@ -236,15 +228,9 @@ def prune_program(model: ModelLike, config: PruneConfig, spec: TargetSpec,
     recipe : Recipe
         The sparse-kernel pass of ``granularity`` "block" or "nm" where the target declares
         that kernel (``TargetSpec.sparse``), to run after the clean-ups; else nothing.
+    onnx : ModelProto
+        The pruned ONNX model (re-imported at other batch sizes).
     """
-    program, recipe, _ = _prune(model, config, spec, input_shapes, log)
-    return program, recipe
-
-
-def _prune(model: ModelLike, config: PruneConfig, spec: TargetSpec,
-           input_shapes: Mapping[str, Sequence[int]] | None = None,
-           log: Callable[[str], None] | None = None) -> tuple[Program, Recipe, "onnx.ModelProto"]:
-    """:func:`prune_program`, plus the pruned ONNX model (re-imported at other batch sizes)."""
     result = prune_model(model, config, input_shapes, log)
     result.program.summary["prune"] = result.summary
     options = {"block": {"block": tuple(config.block)}, "nm": {"nm": tuple(config.nm)}}

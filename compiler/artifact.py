@@ -16,7 +16,7 @@ from tvm.support import cc
 
 from .atomic import atomic_path
 from .errors import SqueezeError
-from .program import TensorSpec
+from .program import TensorSpec, batch_of
 
 FORMAT = "squeeze-artifact/1"
 LIBRARY = "lib.so"  # the default (first) batch's library; another batch B is in lib_bB.so
@@ -124,7 +124,7 @@ class Artifact:
         data, entries = {}, []
         with tempfile.TemporaryDirectory() as tmp:
             for i, (executable, inputs, outputs) in enumerate(builds):
-                batch = int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
+                batch = batch_of(inputs)
                 name = library_name(batch, i == 0)
                 path = os.path.join(tmp, name)
                 executable.export_library(path, **kwargs)

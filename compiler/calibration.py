@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import tvm
+
 from passes import make_pass
 from passes.quantize import layer_ids
 from passes.quantize.calibrate import CalibrationSource, ChannelMean, instrument, load_calibration, observed_vars

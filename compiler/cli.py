@@ -73,12 +73,12 @@ def cmd_run(args) -> None:
 
 
 def cmd_tune(args) -> None:
-    from targets import get_target, host_target
+    from targets import get_target
 
     from .api import prepare
     from .tune import tune
 
-    spec = get_target(args.target) if args.target else host_target()
+    spec = get_target(args.target)
     program = prepare(args.model, spec, **_compression(args), log=log)
     db = tune(program, spec, args.tuning_db, args.trials, progress=True, rpc_tracker=args.rpc_tracker,
               rpc_key=args.rpc_key)

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SqueezeError
+from .progress import to_stderr
 
 
 SHAPE_FORMS = "name:1x3x224x224, name:1,3,224,224 or name:[1,3,224,224]"
@@ -34,8 +34,7 @@ def batch_arg(text: str) -> tuple[int, ...]:
     return tuple(dict.fromkeys(int(p) for p in parts))
 
 
-def log(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+log = to_stderr  # progress and result lines of the commands go to stderr
 
 
 def _floats(text: str) -> tuple[float, ...]:

@@ -23,7 +23,8 @@ class QuantConfig:
     Parameters
     ----------
     scheme : str, optional
-        None: the target's default (``TargetSpec.quant_scheme``). A name or alias: ``int8`` (= ``w8_sym_per_channel__a8_asym_per_tensor``),
+        None: the target's default (``TargetSpec.quant_scheme``). A name or alias: ``int8``
+        (= ``w8_sym_per_channel__a8_asym_per_tensor``),
         ``int8_sym``, ``int8_per_tensor``, ``int8_pow2``, ``int4``, ``int8_integer_only`` or a
         full name such as ``w8_sym_per_channel__a8_asym_per_tensor__fixed_point``.
     calibration : path to .npz, ImageFolder, dict of arrays or iterable of batches

@@ -105,7 +105,7 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
     from passes.quantize import layer_filter
     from passes.quantize.realize import realize_walk
     from passes.quantize.schemes import parse_scheme
-    from targets import TargetSpec, get_target, host_target
+    from targets import get_target
 
     from .calibration import calibrated_ranges, check_skip_names
     from .config import QuantConfig
@@ -119,7 +119,7 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
                            "(or QuantConfig(calibration=...))")
     if config.equalize:
         raise SqueezeError("--equalize is not supported by the onnx-qdq export yet: export without it")
-    spec = target if isinstance(target, TargetSpec) else get_target(target) if target is not None else host_target()
+    spec = get_target(target)
     scheme = parse_scheme(config.scheme or spec.quant_scheme)
     if scheme.weights.bits != 8 or scheme.activations.bits != 8:
         raise SqueezeError(f"scheme {scheme.name} has no standard ONNX QDQ form: the onnx-qdq export writes "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 
 import numpy as np
 import tvm
@@ -56,3 +57,8 @@ class Program:
             return self
         mod = relax.transform.BindParams("main", dict(self.params))(self.mod)
         return replace(self, mod=mod, params={})
+
+
+def batch_of(inputs: Sequence[TensorSpec]) -> int:
+    """The batch of a model's inputs: the first input's leading dim (1 for a scalar or none)."""
+    return int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1

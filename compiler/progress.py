@@ -15,14 +15,15 @@ T = TypeVar("T")
 Log = Callable[[str], None]
 
 
-def _stderr(line: str) -> None:
+def to_stderr(line: str) -> None:
+    """Print one progress or log line to stderr, at once."""
     print(line, file=sys.stderr, flush=True)
 
 
 class Progress:
     """Counts the steps of a loop and reports through ``log`` at most every ``interval`` s."""
 
-    def __init__(self, total: int | None, desc: str, log: Log | None = _stderr, interval: float = 10.0) -> None:
+    def __init__(self, total: int | None, desc: str, log: Log | None = to_stderr, interval: float = 10.0) -> None:
         self.total, self.desc, self.log, self.interval = total, desc, log, interval
         self.count, self.start = 0, time.monotonic()
         self.last = self.start
@@ -48,7 +49,7 @@ def _duration(seconds: float) -> str:
 
 
 def track(items: Iterable[T], desc: str, total: int | None = None, enabled: bool = True,
-          log: Log | None = _stderr) -> Iterator[T]:
+          log: Log | None = to_stderr) -> Iterator[T]:
     """``items``, with a bar on a terminal or :class:`Progress` lines through ``log`` elsewhere."""
     if not enabled:
         yield from items

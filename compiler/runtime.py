@@ -16,7 +16,7 @@ from targets.host import host_cpu, host_triple, isa_extensions, triple_arch
 
 from .artifact import Artifact, Manifest
 from .errors import SqueezeError
-from .program import TensorSpec
+from .program import TensorSpec, batch_of
 
 
 def check_host(manifest: Manifest) -> None:
@@ -92,8 +92,7 @@ class Module:
             build = _Build(lib, self.device, inputs, outputs)
             if not self._builds:
                 self._default = build
-            self._builds[_batch_of(inputs)] = build
-        self._vm = self._default.vm
+            self._builds[batch_of(inputs)] = build
         self._lock = threading.Lock()  # one call at a time: the input buffers are shared
 
     @property
@@ -187,17 +186,13 @@ class Module:
             return profile(build.vm, args, self.manifest.summary.get("kernels", {}))
 
 
-def _batch_of(inputs: list[TensorSpec]) -> int:
-    return int(inputs[0].shape[0]) if inputs and inputs[0].shape else 1
-
-
 def random_inputs(manifest: Manifest, seed: int = 0, batch: int | None = None) -> dict[str, np.ndarray]:
     """Random inputs matching the manifest (normal floats, small integers), of the default batch
     or of ``batch`` (one the artifact holds)."""
     rng = np.random.default_rng(seed)
     specs = manifest.inputs
     if batch is not None:
-        held = {_batch_of(inputs): inputs for _, inputs, _ in manifest.builds()}
+        held = {batch_of(inputs): inputs for _, inputs, _ in manifest.builds()}
         if batch not in held:
             raise SqueezeError(f"the artifact holds no batch {batch}: choose one of "
                                f"{', '.join(map(str, held))}, or recompile with --batch")

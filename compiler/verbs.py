@@ -126,9 +126,8 @@ def _read_artifact(path: str, verb: str):
 def builds(manifest) -> dict[int, tuple[list, list]]:
     """``{batch: (input specs, output specs)}`` of every batch size the artifact holds, the default
     first; the batch is the leading dimension the inputs share."""
-    found = manifest.builds() if hasattr(manifest, "builds") else [(None, manifest.inputs, manifest.outputs)]
     out = {}
-    for _, inputs, outputs in found:
+    for _, inputs, outputs in manifest.builds():
         leading = {s.shape[0] if s.shape else 1 for s in inputs}
         if len(leading) != 1:
             raise SqueezeError(f"the artifact's inputs have different leading dimensions ({sorted(leading)}): "

@@ -36,8 +36,11 @@ def target_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_target(name: "str | TargetSpec") -> TargetSpec:
-    """Resolve a target name (or pass a spec through); unknown names list the valid ones."""
+def get_target(name: "str | TargetSpec | None") -> TargetSpec:
+    """Resolve a target name (or pass a spec through; None: :func:`host_target`); unknown names
+    list the valid ones."""
+    if name is None:
+        return host_target()
     if isinstance(name, TargetSpec):
         return name
     if name not in _REGISTRY:

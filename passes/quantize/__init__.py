@@ -23,6 +23,11 @@ from .realize import realize_function
 from .schemes import Scheme, parse_scheme
 
 
+def _op(kind: str) -> str:
+    """The op a layer kind belongs to: every conv kind is ``conv2d``."""
+    return "conv2d" if kind.endswith("conv2d") else kind
+
+
 def layer_ids(func: relax.Function) -> list[set[str]]:
     """The names each conv/matmul layer of ``func`` answers to, in order: ``conv2d_N`` /
     ``matmul_N`` and its ONNX node name when known."""
@@ -30,7 +35,7 @@ def layer_ids(func: relax.Function) -> list[set[str]]:
     ids = []
     for index, binding in enumerate(layer_calls(func)):
         kind = layer_kind(binding.value)
-        ids.append({f"{'conv2d' if kind.endswith('conv2d') else kind}_{index}", *names[index:index + 1]})
+        ids.append({f"{_op(kind)}_{index}", *names[index:index + 1]})
     return ids
 
 
@@ -45,7 +50,7 @@ def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: 
 
     def keep_float(index: int, call: relax.Call) -> str:
         kind = layer_kind(call)
-        op = "conv2d" if kind.endswith("conv2d") else kind
+        op = _op(kind)
         if ids[index] & skip:
             return "skipped by name"
         if op in skip_ops or kind in skip_ops:
