@@ -13,6 +13,8 @@ from tvm.relax.frontend.onnx import from_onnx
 from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
 from .errors import SqueezeError
+from .conv_transpose import decompose_conv_transpose
+from .fold_shapes import fold_shapes, static_shapes
 from .program import Program, TensorSpec
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
@@ -74,6 +76,9 @@ def split_weights_and_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
             inits.append(tensor)
         else:
             nodes.append(node)
+    scalars = {n.output[0] for n in nodes if n.op_type == "Constant"}
+    for value in [v for v in graph.input if v.name in scalars]:  # older exporters list initializers
+        graph.input.remove(value)
     graph.ClearField("initializer")
     graph.initializer.extend(inits)
     graph.ClearField("node")
@@ -261,9 +266,10 @@ def import_onnx(
     Program
         Relax module with weights detached into ``Program.params``.
     """
-    proto = split_weights_and_constants(load_onnx(model))
+    proto = load_onnx(model)
     inputs, rebatched = _input_specs(proto, input_shapes or {}, log)
-    proto = follow_batch(proto, rebatched)
+    proto = fold_shapes(follow_batch(proto, rebatched), {s.name: s.shape for s in inputs})
+    proto = split_weights_and_constants(decompose_conv_transpose(proto, static_shapes(proto)))
     try:
         mod = from_onnx(
             proto,
