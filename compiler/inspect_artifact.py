@@ -144,6 +144,7 @@ def artifact_report(path: str | os.PathLike, profile: bool = False, inputs: dict
         "outputs": [s.to_json() for s in manifest.outputs],
         "batches": list(builds(manifest)),
         "quantization": scheme_info(quant),
+        "float_islands": summary.get("float_islands"),
         "prune": summary.get("prune"),
         "prune_columns": prune_columns,
         "layers": rows,
@@ -178,6 +179,10 @@ def header(report: dict) -> list[str]:
         lines.append(f"  quantization: {name} ({bits}"
                      f"{', fixed-point requantization' if q['integer_only'] else ''}), observer {q['observer']}, "
                      f"{integer} of {len(layers)} layers integer")
+        islands = m.get("float_islands")
+        if islands is not None:
+            ops = ", ".join(f"{op.removeprefix('relax.')} ×{n}" for op, n in sorted(islands.items()))
+            lines.append(f"  float islands (float ops between dequantize and quantize): {ops or 'none'}")
     return lines
 
 

@@ -97,12 +97,41 @@ def layer_table(mod) -> list[dict]:
     return rows
 
 
+_QDQ = ("relax.quantize", "relax.dequantize")
+
+
+def float_islands(func: relax.Function) -> dict[str, int]:
+    """``{op: count}`` of the float ops of an integer model that feed a ``quantize`` again.
+
+    Such an op runs between a ``dequantize`` and a ``quantize``: a float island. The float
+    prologue (the inputs before their first quantize) and epilogue (after the last dequantize,
+    into the outputs) are not islands.
+    """
+    calls = [(b.var, b.value) for block in func.body.blocks for b in block.bindings
+             if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)]
+    floats = {v for v, call in calls if call.op.name not in _QDQ and "float" in str(getattr(v.ty, "dtype", ""))}
+    dequantized = {v for v, call in calls if call.op.name == "relax.dequantize"}
+    from_codes, feeds_codes = set(dequantized), set()
+    for v, call in calls:  # forward: computed from integer codes
+        if v in floats and any(a in from_codes for a in call.args if isinstance(a, relax.Var)):
+            from_codes.add(v)
+    for v, call in reversed(calls):  # backward: reaches a quantize
+        if call.op.name == "relax.quantize" or v in feeds_codes:
+            feeds_codes.update(a for a in call.args if isinstance(a, relax.Var) and a in floats)
+    counts: dict[str, int] = {}
+    for v, call in calls:
+        if v in from_codes and v in feeds_codes and v in floats:
+            counts[call.op.name] = counts.get(call.op.name, 0) + 1
+    return counts
+
+
 def compression_summary(mod) -> dict:
     """What the manifest records about compression: per-layer rows and pass decisions."""
     func = mod["main"]
     summary = {"layers": layer_table(mod)}
     if func.attrs and "squeeze.quantized" in func.attrs:
         summary["quantization"] = json.loads(str(func.attrs["squeeze.quantized"]))
+        summary["float_islands"] = float_islands(func)
     return summary
 
 

@@ -20,11 +20,12 @@ from tvm import relax
 
 from compiler.ir import bindings, op_name, single_consumer, use_counts, user_inputs
 
+from . import lut
 from .requantize import Requant, finish, requantize, rescale
 from .schemes import QuantSpec, Scheme
 
 SHAPE_OPS = ("relax.reshape", "relax.permute_dims", "relax.flatten", "relax.squeeze", "relax.expand_dims",
-             "relax.nn.max_pool2d")
+             "relax.strided_slice", "relax.nn.max_pool2d")
 LAYER_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
 Const = tvm.ir.expr.Constant
 
@@ -99,6 +100,12 @@ def _along(values, ndim: int, axis: int) -> np.ndarray:
     shape = [1] * ndim
     shape[axis % ndim] = -1
     return values.reshape(shape)
+
+
+def _per_channel(const: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """Whether ``const`` broadcasts against ``shape`` along the channel axis (1) only."""
+    dims = (1,) * (len(shape) - const.ndim) + tuple(const.shape)
+    return len(dims) == len(shape) and dims[1] in (1, shape[1]) and all(d == 1 for i, d in enumerate(dims) if i != 1)
 
 
 def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bias: np.ndarray | None,
@@ -177,6 +184,8 @@ class _Walk:
     consumed: set = field(default_factory=set)
     records: list = field(default_factory=list)
     layers: dict = field(default_factory=dict)  # layer var -> what its integer form was made of
+    order: list = field(default_factory=list)   # all bindings, in order
+    position: int = 0                            # index of the binding being visited
 
     # ---- views of an original value --------------------------------------------------------
     def as_float(self, v: relax.Expr) -> relax.Expr:
@@ -329,16 +338,96 @@ class _Walk:
                 Activation(lo=float(call.args[1].value), hi=float(call.args[2].value))
             lo, hi = act.codes(q.scale, q.zero, q.spec)
             expr = relax.op.clip(q.expr, lo, hi)
-        elif op == "relax.mean":
-            out = QOutput(q.scale, q.zero, q.spec.qmin, q.spec.qmax, q.spec.dtype)
+        elif op == "relax.mean":  # global average pooling, requantized to its own calibrated range
+            scale, zero = self.own_params(binding.var, q)
+            out = QOutput(scale, zero, q.spec.qmin, q.spec.qmax, q.spec.dtype)
             expr = integer_mean(q, call, out, self.scheme.integer_only)
-        elif op == "relax.nn.avg_pool2d":  # average of codes = code of the average (same scale)
+            self.set_quant(binding.var, expr, scale, zero, q.spec)
+            return True
+        elif op == "relax.image.resize2d" and call.attrs.method == "nearest_neighbor":
+            expr = relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args)
+        elif op in ("relax.nn.avg_pool2d", "relax.image.resize2d"):  # averages of codes, same scale
             centred = relax.op.subtract(relax.op.astype(q.expr, "float32"), relax.const(np.float32(q.zero)))
-            pooled = relax.Call(call.op, [centred], call.attrs, call.ty_args)
+            pooled = relax.Call(call.op, [centred, *call.args[1:]], call.attrs, call.ty_args)
             expr = finish(pooled, q.zero, q.spec.qmin, q.spec.qmax, q.spec.dtype, integer_only=False)
         else:
             return False
         self.set_quant(binding.var, expr, q.scale, q.zero, q.spec)
+        return True
+
+    def own_params(self, var: relax.Var, q: QTensor) -> tuple[float, int]:
+        """Scale and zero point from ``var``'s calibrated range, else those of ``q``."""
+        if var not in self.ranges:
+            return q.scale, q.zero
+        scale, zero = (float(a) for a in q.spec.qparams(*self.ranges[var]))
+        return scale, int(zero)
+
+    def lookup_table(self, binding) -> bool:
+        """An element-wise region of one integer value (an activation) as a 256-entry table."""
+        start = next((a for a in binding.value.args if isinstance(a, relax.Var) and a in self.quant), None)
+        found = None if start is None else lut.region_after(start, self.order[self.position:], self.uses)
+        if found is None or found[1] not in self.ranges or self.is_output(found[1]):
+            return False
+        members, sink = found
+        q, spec = self.quant[start], self.scheme.activations
+        scale, zero = (float(a) for a in spec.qparams(*self.ranges[sink]))
+        codes = np.arange(q.spec.qmin, q.spec.qmax + 1)
+        out = lut.table(members, start, codes, q.scale, q.zero, scale, int(zero), spec.qmin, spec.qmax)
+        if out is None:
+            return False
+        index = relax.op.astype(q.expr, "int32")
+        if q.spec.qmin:
+            index = relax.op.subtract(index, relax.const(np.int32(q.spec.qmin), "int32"))
+        self.set_quant(sink, relax.op.take(relax.const(out.astype(spec.dtype)), index, axis=0), scale, int(zero), spec)
+        self.consumed.update(b.var for b in members)
+        return True
+
+    def product(self, binding) -> bool:
+        """``a · b`` of two integer values (a squeeze-excitation gate): int32 product, requantized."""
+        spec, integer_only = self.scheme.activations, self.scheme.integer_only
+        qs = [self.quant.get(v) or self.as_quant(v, spec) for v in binding.value.args[:2]]
+        act = self.activation_after(binding.var)
+        final = act.vars[-1] if act.vars else binding.var
+        if any(q is None for q in qs) or final not in self.ranges:
+            return False
+        scale, zero, lo, hi = self.output_params(final, spec, act)
+        ndim = len(_shape(binding.var))
+        a, b = (relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32")) for q in qs)
+        scaled = rescale(relax.op.multiply(a, b), np.array([qs[0].scale * qs[1].scale / scale]), ndim, 1, integer_only)
+        self.set_quant(final, finish(scaled, zero, lo, hi, spec.dtype, integer_only, ndim, 1), scale, zero, spec)
+        self.consumed.update([binding.var, *act.vars])
+        return True
+
+    def affine(self, binding) -> bool:
+        """``x · a + b`` with per-channel constants (an unfolded BatchNorm): one requantization."""
+        call, spec, integer_only = binding.value, self.scheme.activations, self.scheme.integer_only
+        x = next((a for a in call.args if isinstance(a, relax.Var)), None)
+        const = next((_const_array(a) for a in call.args if isinstance(a, Const)), None)
+        q = self.quant.get(x)
+        shape = _shape(binding.var)
+        if q is None or const is None or len(shape) < 2 or not _per_channel(const, shape):
+            return False
+        channels = shape[1]
+        gain, bias, chain = np.ones(channels), np.zeros(channels), [binding.var]
+        if op_name(call) == "relax.multiply":
+            gain = np.broadcast_to(const.reshape(-1), (channels,)).astype(np.float64)
+            bias_var, found = self.bias_after(binding.var, channels)
+            if bias_var is not None:
+                bias, chain = found.astype(np.float64), chain + [bias_var]
+        else:
+            bias = np.broadcast_to(const.reshape(-1), (channels,)).astype(np.float64)
+        act = self.activation_after(chain[-1])
+        chain += act.vars
+        if chain[-1] not in self.ranges or (integer_only and np.any(gain <= 0)):
+            return False
+        scale, zero, lo, hi = self.output_params(chain[-1], spec, act)
+        ndim = len(shape)
+        centred = relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32"))
+        scaled = rescale(centred, np.float32(q.scale) * gain / np.float32(scale), ndim, 1, integer_only)
+        offset = np.round(bias / scale).astype(np.int64) if integer_only else (bias / scale).astype(np.float32)
+        scaled = relax.op.add(scaled, relax.const(_along(offset, ndim, 1)))
+        self.set_quant(chain[-1], finish(scaled, zero, lo, hi, spec.dtype, integer_only, ndim, 1), scale, zero, spec)
+        self.consumed.update(chain)
         return True
 
     def visit(self, binding, layer_index: int) -> None:
@@ -355,10 +444,17 @@ class _Walk:
                                  "reason": reason})
         elif op == "relax.add" and all(isinstance(a, relax.Var) for a in call.args):
             done = self.merge(binding, list(call.args[:2]), lambda t: relax.op.add(t[0], t[1]))
+        elif op == "relax.multiply" and all(isinstance(a, relax.Var) for a in call.args) \
+                and any(a in self.quant for a in call.args):
+            done = self.lookup_table(binding) or self.product(binding)
         elif op == "relax.concat":
             done = self.merge(binding, list(call.args[0].fields), lambda t: relax.op.concat(t, axis=int(call.attrs.axis)))
         elif op:
             done = self.integer_unary(binding)
+            if not done and (op in lut.UNARY or op in lut.BINARY):
+                done = self.lookup_table(binding)
+            if not done and op in ("relax.multiply", "relax.add"):
+                done = self.affine(binding)
         if not done:
             new = relax.Call(call.op, [self.as_float(a) for a in call.args], call.attrs, call.ty_args) \
                 if isinstance(call, relax.Call) else self.as_float(call)
@@ -389,7 +485,8 @@ def realize_walk(func: relax.Function, scheme: Scheme, ranges: dict, keep_float:
         with walk.bb.dataflow():
             walk.env.update({p: p for p in params})
             layer_index = 0
-            for binding in bindings(func):
+            walk.order = bindings(func)
+            for walk.position, binding in enumerate(walk.order):
                 if binding.var not in walk.consumed:
                     walk.visit(binding, layer_index)
                 layer_index += op_name(binding.value) in LAYER_OPS
