@@ -145,6 +145,7 @@ def artifact_report(path: str | os.PathLike, profile: bool = False, inputs: dict
         "batches": list(builds(manifest)),
         "quantization": scheme_info(quant),
         "float_islands": summary.get("float_islands"),
+        "int8_io_float_ops": summary.get("int8_io_float_ops"),
         "prune": summary.get("prune"),
         "prune_columns": prune_columns,
         "layers": rows,
@@ -179,11 +180,15 @@ def header(report: dict) -> list[str]:
         lines.append(f"  quantization: {name} ({bits}"
                      f"{', fixed-point requantization' if q['integer_only'] else ''}), observer {q['observer']}, "
                      f"{integer} of {len(layers)} layers integer")
-        islands = m.get("float_islands")
-        if islands is not None:
-            ops = ", ".join(f"{op.removeprefix('relax.')} ×{n}" for op, n in sorted(islands.items()))
-            lines.append(f"  float islands (float ops between dequantize and quantize): {ops or 'none'}")
+        if m.get("float_islands") is not None:
+            lines.append(f"  float islands (float ops between dequantize and quantize): {_counts(m['float_islands'])}")
+        if m.get("int8_io_float_ops"):
+            lines.append(f"  float ops with integer inputs and outputs: {_counts(m['int8_io_float_ops'])}")
     return lines
+
+
+def _counts(ops: dict[str, int]) -> str:
+    return ", ".join(f"{op.removeprefix('relax.')} ×{n}" for op, n in sorted(ops.items())) or "none"
 
 
 def print_report(report: dict, wide: bool, layer_columns: list[str]) -> None:

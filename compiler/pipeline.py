@@ -41,7 +41,7 @@ def make_step(name: str, **options):
     except TypeError as err:
         raise SqueezeError(f"bad options for step '{name}': {err}") from None
 
-CLEANUPS = ("fold_constant", "fold_bn", "canonicalize_clip", "fold_constant", "dead_code")
+CLEANUPS = ("fold_constant", "fold_bn", "canonicalize_clip", "canonicalize_layer_norm", "fold_constant", "dead_code")
 
 
 @dataclass(frozen=True)

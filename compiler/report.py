@@ -98,31 +98,44 @@ def layer_table(mod) -> list[dict]:
 
 
 _QDQ = ("relax.quantize", "relax.dequantize")
+_INT8_IO = ("relax.nn.layer_norm", "relax.nn.softmax")
 
 
-def float_islands(func: relax.Function) -> dict[str, int]:
-    """``{op: count}`` of the float ops of an integer model that feed a ``quantize`` again.
+def float_islands(func: relax.Function) -> tuple[dict[str, int], dict[str, int]]:
+    """The float ops of an integer model that feed a ``quantize`` again, as two ``{op: count}``.
 
-    Such an op runs between a ``dequantize`` and a ``quantize``: a float island. The float
-    prologue (the inputs before their first quantize) and epilogue (after the last dequantize,
-    into the outputs) are not islands.
+    The first holds the float islands: ops between a ``dequantize`` and a ``quantize``. The
+    second holds the single ops read straight from a ``dequantize`` and written straight to
+    ``quantize`` (LayerNorm, Softmax): float arithmetic in one kernel with integer inputs and
+    outputs once fused. The float prologue (inputs before their first quantize) and epilogue
+    (after the last dequantize, into the outputs) are neither.
     """
     calls = [(b.var, b.value) for block in func.body.blocks for b in block.bindings
              if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)]
+    op_of = {v: call.op.name for v, call in calls}
     floats = {v for v, call in calls if call.op.name not in _QDQ and "float" in str(getattr(v.ty, "dtype", ""))}
-    dequantized = {v for v, call in calls if call.op.name == "relax.dequantize"}
-    from_codes, feeds_codes = set(dequantized), set()
+    from_codes = {v for v, name in op_of.items() if name == "relax.dequantize"}
+    feeds_codes: set = set()
+    users: dict = {}
     for v, call in calls:  # forward: computed from integer codes
+        for a in call.args:
+            if isinstance(a, relax.Var):
+                users.setdefault(a, []).append(op_of[v])
         if v in floats and any(a in from_codes for a in call.args if isinstance(a, relax.Var)):
             from_codes.add(v)
     for v, call in reversed(calls):  # backward: reaches a quantize
         if call.op.name == "relax.quantize" or v in feeds_codes:
             feeds_codes.update(a for a in call.args if isinstance(a, relax.Var) and a in floats)
-    counts: dict[str, int] = {}
+    islands: dict[str, int] = {}
+    int8_io: dict[str, int] = {}
     for v, call in calls:
         if v in from_codes and v in feeds_codes and v in floats:
-            counts[call.op.name] = counts.get(call.op.name, 0) + 1
-    return counts
+            args = [a for a in call.args if isinstance(a, relax.Var) and a in op_of and "float" in str(a.ty.dtype)]
+            sandwiched = all(op_of[a] == "relax.dequantize" for a in args) and \
+                all(u == "relax.quantize" for u in users.get(v, []))
+            into = int8_io if sandwiched and call.op.name in _INT8_IO else islands
+            into[call.op.name] = into.get(call.op.name, 0) + 1
+    return islands, int8_io
 
 
 def compression_summary(mod) -> dict:
@@ -131,7 +144,7 @@ def compression_summary(mod) -> dict:
     summary = {"layers": layer_table(mod)}
     if func.attrs and "squeeze.quantized" in func.attrs:
         summary["quantization"] = json.loads(str(func.attrs["squeeze.quantized"]))
-        summary["float_islands"] = float_islands(func)
+        summary["float_islands"], summary["int8_io_float_ops"] = float_islands(func)
     return summary
 
 

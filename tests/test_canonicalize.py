@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from graphs import GraphBuilder, run_ort
 from onnx import numpy_helper
 
@@ -30,3 +31,33 @@ def test_clip_chains_become_clip_and_relu():
     vm = relax.VirtualMachine(build(program, get_target("llvm")), tvm.cpu())
     x = np.random.default_rng(0).uniform(-8, 8, (1, 4, 8, 8)).astype(np.float32)
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), run_ort(model, {"input": x})[0])
+
+
+def _layer_norm_written_out(square: str):
+    """``ReduceMean → Sub → Pow/Mul → ReduceMean → Add → Sqrt → Div → Mul → Add`` (opset 13)."""
+    g = GraphBuilder()
+    g.inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("two", 2.0), ("eps", 1e-5))]
+    mean = g.op("ReduceMean", ["input"], axes=[-1], keepdims=1)
+    centred = g.op("Sub", ["input", mean])
+    sq = g.op("Pow", [centred, "two"]) if square == "pow" else g.op("Mul", [centred, centred])
+    var = g.op("ReduceMean", [sq], axes=[-1], keepdims=1)
+    norm = g.op("Div", [centred, g.op("Sqrt", [g.op("Add", [var, "eps"])])])
+    out = g.op("Add", [g.op("Mul", [norm, g.weight((16,), positive=True)]), g.weight((16,))])
+    return g.model({"input": (1, 6, 16)}, out, (1, 6, 16))
+
+
+@pytest.mark.parametrize("square", ["pow", "mul"])
+def test_layer_norm_written_out_becomes_one_op(square):
+    from compiler.build import build
+    from targets import get_target
+    import tvm
+    from tvm import relax
+
+    model = _layer_norm_written_out(square)
+    program = run_passes(import_onnx(model), Recipe.cleanups())
+    text = program.mod.script()
+    assert "R.nn.layer_norm" in text and "R.sqrt" not in text
+    x = np.random.default_rng(0).standard_normal((1, 6, 16)).astype(np.float32) * 3
+    vm = relax.VirtualMachine(build(program, get_target("llvm")), tvm.cpu())
+    np.testing.assert_allclose(vm["main"](tvm.runtime.tensor(x)).numpy(), run_ort(model, {"input": x})[0],
+                               rtol=1e-4, atol=1e-4)

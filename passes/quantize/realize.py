@@ -27,6 +27,8 @@ from .schemes import QuantSpec, Scheme
 SHAPE_OPS = ("relax.reshape", "relax.permute_dims", "relax.flatten", "relax.squeeze", "relax.expand_dims",
              "relax.strided_slice", "relax.nn.max_pool2d")
 LAYER_OPS = {"relax.nn.conv2d": "conv2d", "relax.matmul": "matmul"}
+# Ops computed in float inside one kernel that reads and writes codes (as TensorRT's int8 LayerNorm).
+INT8_IO_OPS = ("relax.nn.layer_norm", "relax.nn.softmax")
 Const = tvm.ir.expr.Constant
 
 
@@ -100,6 +102,12 @@ def _along(values, ndim: int, axis: int) -> np.ndarray:
     shape = [1] * ndim
     shape[axis % ndim] = -1
     return values.reshape(shape)
+
+
+def _is_spatial(call: relax.Call) -> bool:
+    """Whether a ``mean`` pools the spatial axes of an NCHW tensor (not a normalization's mean)."""
+    ndim = len(_shape(call.args[0]))
+    return ndim == 4 and sorted(int(a) % ndim for a in call.attrs.axis) == [2, 3]
 
 
 def _per_channel(const: np.ndarray, shape: tuple[int, ...]) -> bool:
@@ -338,7 +346,7 @@ class _Walk:
                 Activation(lo=float(call.args[1].value), hi=float(call.args[2].value))
             lo, hi = act.codes(q.scale, q.zero, q.spec)
             expr = relax.op.clip(q.expr, lo, hi)
-        elif op == "relax.mean":  # global average pooling, requantized to its own calibrated range
+        elif op == "relax.mean" and _is_spatial(call):  # global average pooling, to its own calibrated range
             scale, zero = self.own_params(binding.var, q)
             out = QOutput(scale, zero, q.spec.qmin, q.spec.qmax, q.spec.dtype)
             expr = integer_mean(q, call, out, self.scheme.integer_only)
@@ -430,6 +438,16 @@ class _Walk:
         self.consumed.update(chain)
         return True
 
+    def int8_io(self, binding) -> bool:
+        """``quantize(op(dequantize(codes)))`` at once, so that the op's consumers see codes."""
+        call, spec = binding.value, self.scheme.activations
+        if not (isinstance(call.args[0], relax.Var) and call.args[0] in self.quant) or binding.var not in self.ranges \
+                or self.is_output(binding.var):
+            return False
+        self.env[binding.var] = self.bb.emit(relax.Call(call.op, [self.as_float(call.args[0]), *call.args[1:]],
+                                                        call.attrs, call.ty_args))
+        return self.as_quant(binding.var, spec) is not None
+
     def visit(self, binding, layer_index: int) -> None:
         call = binding.value
         op = op_name(call)
@@ -447,6 +465,8 @@ class _Walk:
         elif op == "relax.multiply" and all(isinstance(a, relax.Var) for a in call.args) \
                 and any(a in self.quant for a in call.args):
             done = self.lookup_table(binding) or self.product(binding)
+        elif op in INT8_IO_OPS:
+            done = self.int8_io(binding)
         elif op == "relax.concat":
             done = self.merge(binding, list(call.args[0].fields), lambda t: relax.op.concat(t, axis=int(call.attrs.axis)))
         elif op:
