@@ -143,14 +143,9 @@ def _sensitivity(program, args) -> None:
 
 
 def cmd_targets(_args) -> None:
-    from targets import get_target, target_names
+    from .target_list import target_listing
 
-    for name in target_names():
-        spec = get_target(name)
-        print(f"{name:10s} {spec.description}")
-        print(f"{'':10s} target: {spec.target}")
-        ops = ", ".join(map(str, spec.accelerates)) or "none (generic TVM lowering)"
-        print(f"{'':10s} accelerates: {ops}")
+    print(target_listing(), end="")
 
 
 def compression_args(c: argparse.ArgumentParser) -> None:

@@ -39,6 +39,20 @@ def test_targets_lists_x86_and_llvm():
     assert "accelerates: conv2d[float32]" in proc.stdout
 
 
+def test_targets_listing_is_reused_without_importing_tvm(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SQUEEZE_CACHE": str(tmp_path)}
+    code = ("import sys; from compiler.cli import main; main(['targets']); "
+            "print('tvm imported' if 'tvm' in sys.modules else 'tvm not imported', file=sys.stderr)")
+    first, second = (subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+                     for _ in range(2))
+    assert first.stdout == second.stdout and "x86" in first.stdout
+    assert "tvm imported" in first.stderr and "tvm not imported" in second.stderr
+
+
 def _unsupported(path):
     g = GraphBuilder()
     out = g.op("Celu", [g.op("Relu", ["input"])], name="my_celu")
