@@ -1,6 +1,8 @@
 """ONNX → Program: a Relax module with detached weights and a static interface."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from typing import Callable, Mapping, Sequence, Union
 
@@ -14,7 +16,8 @@ from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
 from .errors import SqueezeError
 from .conv_transpose import decompose_conv_transpose
-from .fold_shapes import fold_shapes, static_shapes
+from .fold_shapes import constants, fold_shapes, static_shapes
+from .onnx_checks import check_attributes
 from .program import Program, TensorSpec
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
@@ -269,14 +272,17 @@ def import_onnx(
     proto = load_onnx(model)
     inputs, rebatched = _input_specs(proto, input_shapes or {}, log)
     proto = fold_shapes(follow_batch(proto, rebatched), {s.name: s.shape for s in inputs})
-    proto = split_weights_and_constants(decompose_conv_transpose(proto, static_shapes(proto)))
-    try:
-        mod = from_onnx(
-            proto,
-            shape_dict={s.name: list(s.shape) for s in inputs},
-            dtype_dict={s.name: s.dtype for s in inputs},
-            keep_params_in_input=True,
-        )
+    shapes = static_shapes(proto)
+    check_attributes(proto, constants(proto.graph), shapes)
+    proto = split_weights_and_constants(decompose_conv_transpose(proto, shapes))
+    try:  # the importer prints each failing node and IR dumps itself: the error line says it all
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            mod = from_onnx(
+                proto,
+                shape_dict={s.name: list(s.shape) for s in inputs},
+                dtype_dict={s.name: s.dtype for s in inputs},
+                keep_params_in_input=True,
+            )
     except Exception as err:
         raise SqueezeError(f"ONNX import failed: {str(err).strip().splitlines()[-1]}") from None
     mod, detached = relax.frontend.detach_params(mod)

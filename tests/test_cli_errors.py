@@ -109,3 +109,37 @@ def test_command_refuses(args, match, artifact, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and match in lines[0] and "usage:" not in proc.stderr, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npz"]
+
+
+def _bad_model(kind: str):
+    from onnx import TensorProto, helper, numpy_helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])
+    inits = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s"),
+             numpy_helper.from_array(np.ones((2, 2, 3, 3), np.float32), "w")]
+    inputs = [x]
+    if kind == "resize":
+        node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="up1", mode="bicubic")
+    elif kind == "conv_transpose":
+        node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="deconv1", strides=[2, 2], pads=[1, 1])
+    else:  # a Reshape whose target shape is a model input: known only at run time
+        node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape1")
+        inputs.append(helper.make_tensor_value_info("shape", TensorProto.INT64, [2]))
+    graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("resize", "Resize 'up1': mode='bicubic' is not one of nearest, linear, cubic"),
+    ("conv_transpose", "ConvTranspose 'deconv1': pads [1, 1] must be 4 non-negative numbers"),
+    ("runtime_shape", "node 'reshape1' (Reshape) takes its shape from values known only at run time"),
+])
+def test_malformed_model_is_one_line_naming_the_node(kind, match, tmp_path):
+    import onnx
+
+    path = tmp_path / "bad.onnx"
+    onnx.save(_bad_model(kind), path)
+    proc = squeeze("compile", path, "-o", tmp_path / "m.tar")
+    _one_line_error(proc, match)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
