@@ -145,7 +145,8 @@ def observed_vars(func: relax.Function) -> list[relax.Var]:
     for block in func.body.blocks:
         for binding in block.bindings:
             ty = binding.var.ty
-            if isinstance(binding.value, relax.Call) and isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32":
+            if isinstance(binding.value, (relax.Call, relax.TupleGetItem)) and isinstance(ty, relax.TensorType) \
+                    and str(ty.dtype) == "float32":  # a split's parts too
                 values.append(binding.var)
     return values
 

@@ -192,6 +192,7 @@ class _Walk:
     consumed: set = field(default_factory=set)
     records: list = field(default_factory=list)
     layers: dict = field(default_factory=dict)  # layer var -> what its integer form was made of
+    splits: dict = field(default_factory=dict)  # original split var -> (its codes' tuple, QTensor, call)
     order: list = field(default_factory=list)   # all bindings, in order
     position: int = 0                            # index of the binding being visited
 
@@ -203,6 +204,9 @@ class _Walk:
             return relax.TupleGetItem(self.as_float(v.tuple_value), v.index)
         if not isinstance(v, relax.Var):
             return v
+        if v not in self.env and v in self.splits:  # a split done on codes, wanted in float too
+            _, _, call = self.splits[v]
+            self.env[v] = self.bb.emit(relax.Call(call.op, [self.as_float(call.args[0])], call.attrs, call.ty_args))
         if v not in self.env:
             q = self.quant[v]
             self.env[v] = self.bb.emit(relax.op.dequantize(
@@ -323,8 +327,8 @@ class _Walk:
         qs = [self.quant.get(v) or self.as_quant(v, spec) for v in inputs]
         act = self.activation_after(binding.var)
         final = act.vars[-1] if act.vars else binding.var
-        if any(q is None for q in qs) or final not in self.ranges:
-            return False
+        if any(q is None for q in qs) or final not in self.ranges or self.is_output(final):
+            return False  # a model output is combined in float: one scale would cost its small parts
         scale, zero, lo, hi = self.output_params(final, spec, act)
         out = QOutput(scale, zero, lo, hi, spec.dtype)
         self.set_quant(final, integer_merge(qs, out, combine, len(_shape(binding.var)), integer_only),
@@ -339,6 +343,10 @@ class _Walk:
         op = op_name(call)
         if q is None:
             return False
+        if op == "relax.split":  # its parts are codes of the same scale (see visit)
+            parts = self.bb.emit(relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args))
+            self.splits[binding.var] = (parts, q, call)
+            return True
         if op in SHAPE_OPS:
             expr = relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args)
         elif op in ("relax.nn.relu", "relax.clip"):
@@ -396,7 +404,7 @@ class _Walk:
         qs = [self.quant.get(v) or self.as_quant(v, spec) for v in binding.value.args[:2]]
         act = self.activation_after(binding.var)
         final = act.vars[-1] if act.vars else binding.var
-        if any(q is None for q in qs) or final not in self.ranges:
+        if any(q is None for q in qs) or final not in self.ranges or self.is_output(final):
             return False
         scale, zero, lo, hi = self.output_params(final, spec, act)
         ndim = len(_shape(binding.var))
@@ -426,7 +434,7 @@ class _Walk:
             bias = np.broadcast_to(const.reshape(-1), (channels,)).astype(np.float64)
         act = self.activation_after(chain[-1])
         chain += act.vars
-        if chain[-1] not in self.ranges or (integer_only and np.any(gain <= 0)):
+        if chain[-1] not in self.ranges or self.is_output(chain[-1]) or (integer_only and np.any(gain <= 0)):
             return False
         scale, zero, lo, hi = self.output_params(chain[-1], spec, act)
         ndim = len(shape)
@@ -452,6 +460,10 @@ class _Walk:
         call = binding.value
         op = op_name(call)
         done = False
+        if isinstance(call, relax.TupleGetItem) and call.tuple_value in self.splits:
+            parts, q, _ = self.splits[call.tuple_value]
+            self.set_quant(binding.var, relax.TupleGetItem(parts, call.index), q.scale, q.zero, q.spec)
+            return
         if op in LAYER_OPS:
             reason = self.keep_float(layer_index, call)
             if not reason:
