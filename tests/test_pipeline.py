@@ -17,10 +17,10 @@ def test_dump_ir_writes_each_step(tmp_path):
     run_passes(import_onnx(small_cnn()), Recipe.cleanups(), dump_ir=tmp_path, log=lines.append)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["00_input.py", "01_fold_constant.py", "02_fold_bn.py", "03_canonicalize_clip.py",
-                     "04_fold_constant.py", "05_dead_code.py"]
+                     "04_canonicalize_layer_norm.py", "05_fold_constant.py", "06_dead_code.py"]
     assert "batch_norm" in (tmp_path / "00_input.py").read_text()
-    assert "batch_norm" not in (tmp_path / "05_dead_code.py").read_text()
-    assert lines[-1] == "pass 5/5: dead_code"
+    assert "batch_norm" not in (tmp_path / "06_dead_code.py").read_text()
+    assert lines[-1] == "pass 6/6: dead_code"
 
 
 @pytest.mark.parametrize("text, match", [
