@@ -52,22 +52,99 @@ def _connect(rpc: str):
                            "`python -m tvm.exec.rpc_server`") from None
 
 
-class _Build:
-    """One batch size's library in a VM, with input buffers allocated once: a fresh device
-    tensor per call costs page faults (0.04 ms a call for one 224x224 image) that show on
-    small or pruned models."""
+# dtypes numpy reads and writes in place through DLPack (not bfloat16, float8, int4)
+_DLPACK_DTYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                            "float16", "float32", "float64"})
+_POOL_THREADS = tvm.get_global_func("runtime.NumThreads")  # of the calling thread's TVM pool
+_CONFIG_POOL = tvm.get_global_func("runtime.config_threadpool")
+_BIG_CORES = 1  # the pool's default affinity mode (ThreadGroup::kBig)
+SERIAL_CHECK_MS = 1.0  # a model taking at most this per call is timed on one thread at load
+_pool = threading.local()  # .threads: what this module last set the calling thread's pool to
 
-    def __init__(self, lib, device, inputs: list[TensorSpec], outputs: list[TensorSpec]):
+
+def _set_threads(threads: int) -> None:
+    """Make the calling thread's TVM pool run ``threads`` threads, 0 for its own count
+    (``TVM_NUM_THREADS``, at most the cores); only a change reconfigures it."""
+    if getattr(_pool, "threads", 0) != threads:
+        _CONFIG_POOL(_BIG_CORES, threads)
+        _pool.threads = threads
+
+
+def _fastest_threads(vm: relax.VirtualMachine, device, args: list) -> int:
+    """1, or 0 for the pool's own count: whichever runs ``main`` on ``args`` faster here.
+
+    Every parallel kernel hands work to the pool and waits for it; on a model of small kernels
+    that costs more than the other cores gain (the bundled 28x28 ResNet-8 in INT8, 13 kernels:
+    ~21 µs on one thread, ~45 µs on two of this 2-core VM). A model taking more than
+    ``SERIAL_CHECK_MS`` for a call on one thread (after a warm-up call; one thread, as a busy
+    machine can stall the pool's pinned workers for milliseconds) keeps the pool's count;
+    smaller ones are timed alternately on both, best of six samples each (~30 ms in all).
+    """
+    before = getattr(_pool, "threads", 0)
+    try:
+        _set_threads(0)
+        if _POOL_THREADS() == 1:
+            return 0
+        _set_threads(1)
+        serial = vm.time_evaluator("main", device, number=1, repeat=1)(*args).mean
+        if serial > SERIAL_CHECK_MS / 1e3:
+            return 0
+        number, best = max(1, int(1e-3 / serial)), {}
+        for n in (0, 1) * 3:
+            _set_threads(n)
+            timer = vm.time_evaluator("main", device, number=number, repeat=2, min_repeat_ms=0)
+            best[n] = min([best.get(n, float("inf")), *timer(*args).results])
+        return 1 if best[1] < best[0] else 0
+    finally:
+        _set_threads(before)
+
+
+class _Build:
+    """One batch size's library in a VM with the per-call work done once: ``main`` looked up,
+    input buffers allocated (a fresh device tensor per call costs page faults, 0.04 ms a call
+    for one 224x224 image) and, on the local CPU, numpy views of them (``Tensor.copyfrom`` and
+    ``Tensor.numpy`` spend ~8 µs each in Python checks, a numpy copy through DLPack < 1 µs) and
+    the thread count it runs fastest with (``threads``: 1, 0 for the pool's own, None over RPC)."""
+
+    def __init__(self, lib, device, inputs: list[TensorSpec], outputs: list[TensorSpec], local: bool):
         self.vm = relax.VirtualMachine(lib, device)
+        self.main = self.vm["main"]
         self.inputs, self.outputs = inputs, outputs
+        self.shapes = [tuple(s.shape) for s in inputs]
+        self.dtypes = [np.dtype(s.dtype) for s in inputs]
         self.buffers = [tvm.runtime.empty(s.shape, s.dtype, device) for s in inputs]
+        self._views = [np.from_dlpack(b) if local and s.dtype in _DLPACK_DTYPES else None
+                       for s, b in zip(inputs, self.buffers)]
+        self._host = [local and s.dtype in _DLPACK_DTYPES for s in outputs]
+        self.threads = None
+        if local:
+            rng = np.random.default_rng(0)
+            args = self.fill([_random(s, rng) for s in inputs])
+            self.threads = _fastest_threads(self.vm, device, args)
+
+    def fill(self, arrays: list[np.ndarray]) -> list:
+        """Copy validated ``arrays`` (any strides) into the input buffers; returns the buffers."""
+        for buffer, view, arr in zip(self.buffers, self._views, arrays):
+            if view is None:
+                buffer.copyfrom(np.ascontiguousarray(arr))
+            else:
+                np.copyto(view, arr)
+        return self.buffers
+
+    def fetch(self, result) -> dict[str, np.ndarray]:
+        """``{output name: fresh numpy array}`` of what ``main`` returned."""
+        results = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
+        return {spec.name: np.from_dlpack(r).copy() if host else r.numpy()
+                for spec, host, r in zip(self.outputs, self._host, results)}
 
 
 class Module:
     """A loaded, runnable model.
 
     Use :func:`compiler.load` to create one. A multi-batch artifact (``--batch 1,8,32``)
-    runs the library of the batch size its inputs have (their leading dim).
+    runs the library of the batch size its inputs have (their leading dim). Locally, each call
+    sets the calling thread's TVM pool to the thread count its library ran fastest with at load:
+    one or the pool's own (``TVM_NUM_THREADS``), see :func:`_fastest_threads`.
     """
 
     def __init__(self, artifact: Artifact, rpc: str | None = None):
@@ -89,10 +166,11 @@ class Module:
             else:
                 self.session.upload(lib_path)
                 lib = self.session.load_module(name)
-            build = _Build(lib, self.device, inputs, outputs)
+            build = _Build(lib, self.device, inputs, outputs, local=rpc is None)
             if not self._builds:
                 self._default = build
             self._builds[batch_of(inputs)] = build
+        self._names = frozenset(self.input_names)
         self._lock = threading.Lock()  # one call at a time: the input buffers are shared
 
     @property
@@ -118,10 +196,10 @@ class Module:
         return self._builds[batch]
 
     def _arguments(self, inputs: Mapping[str, np.ndarray]) -> tuple[_Build, list]:
-        """The build to run and its input buffers, filled with ``inputs`` once every one is validated."""
-        names = set(inputs)
-        expected = self.input_names
-        if names != set(expected):
+        """The build to run and its input buffers, filled with ``inputs`` once every one is validated
+        (and the calling thread's pool set to the build's thread count)."""
+        if inputs.keys() != self._names:
+            names, expected = set(inputs), self.input_names
             missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
             raise SqueezeError(
                 f"inputs do not match the model: missing {missing}, unexpected {extra}: "
@@ -129,29 +207,27 @@ class Module:
             )
         build = self._pick(inputs)
         arrays = []
-        for spec in build.inputs:
+        for spec, shape, dtype in zip(build.inputs, build.shapes, build.dtypes):
             arr = np.asarray(inputs[spec.name])
-            if tuple(arr.shape) != spec.shape:
+            if arr.shape != shape:
                 raise SqueezeError(
                     f"input '{spec.name}' has shape {list(arr.shape)}, the model expects {list(spec.shape)}: "
                     "reshape it or recompile with --input-shape"
                 )
-            if arr.dtype != np.dtype(spec.dtype):
+            if arr.dtype != dtype:
                 raise SqueezeError(
                     f"input '{spec.name}' has dtype {arr.dtype}, the model expects {spec.dtype}: convert it"
                 )
             arrays.append(arr)
-        for buffer, arr in zip(build.buffers, arrays):
-            buffer.copyfrom(np.ascontiguousarray(arr))
-        return build, build.buffers
+        if build.threads is not None:
+            _set_threads(build.threads)
+        return build, build.fill(arrays)
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once; returns ``{output name: array}``."""
+        """Run once; returns ``{output name: array}``, arrays of their own (a later call leaves them be)."""
         with self._lock:
             build, args = self._arguments(inputs)
-            result = build.vm["main"](*args)
-            results = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
-            return {spec.name: r.numpy() for spec, r in zip(build.outputs, results)}
+            return build.fetch(build.main(*args))
 
     def benchmark(self, inputs: Mapping[str, np.ndarray] | None = None, repeat: int = 20,
                   number: int = 1, warmup: int = 3) -> dict:
@@ -164,7 +240,7 @@ class Module:
             timer = build.vm.time_evaluator("main", self.device, number=number, repeat=repeat,
                                             min_repeat_ms=0, cooldown_interval_ms=0)
             for _ in range(warmup):
-                build.vm["main"](*args)
+                build.main(*args)
             samples = [t * 1e3 for t in timer(*args).results]
         return {
             "median_ms": statistics.median(samples),
@@ -197,10 +273,11 @@ def random_inputs(manifest: Manifest, seed: int = 0, batch: int | None = None) -
             raise SqueezeError(f"the artifact holds no batch {batch}: choose one of "
                                f"{', '.join(map(str, held))}, or recompile with --batch")
         specs = held[batch]
-    out = {}
-    for spec in specs:
-        if np.issubdtype(np.dtype(spec.dtype), np.floating):
-            out[spec.name] = rng.standard_normal(spec.shape).astype(spec.dtype)
-        else:
-            out[spec.name] = rng.integers(0, 8, spec.shape).astype(spec.dtype)
-    return out
+    return {spec.name: _random(spec, rng) for spec in specs}
+
+
+def _random(spec: TensorSpec, rng: np.random.Generator) -> np.ndarray:
+    """A random array for ``spec``: normal floats or small integers."""
+    if np.issubdtype(np.dtype(spec.dtype), np.floating):
+        return rng.standard_normal(spec.shape).astype(spec.dtype)
+    return rng.integers(0, 8, spec.shape).astype(spec.dtype)

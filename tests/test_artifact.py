@@ -129,3 +129,56 @@ def test_named_isa_artifacts_load_where_the_extensions_are(name, cnn_path, cnn_i
     want = compiler.load(compiler.compile(cnn_path, "llvm").save(tmp_path / "llvm.tar")).run({"input": cnn_input})
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5)
+
+
+def _output(module, x: np.ndarray) -> np.ndarray:
+    return next(iter(module.run({"input": x}).values()))
+
+
+def test_outputs_are_fresh_arrays(cnn_artifact, cnn_input):
+    """Outputs are arrays of their own: a later call, or writing into one, changes no other."""
+    module = compiler.load(cnn_artifact)
+    first = _output(module, cnn_input)
+    kept = first.copy()
+    second = _output(module, -cnn_input)
+    np.testing.assert_array_equal(first, kept)
+    assert first.flags.owndata and first.flags.writeable and not np.shares_memory(first, second)
+    first[...] = 0
+    np.testing.assert_array_equal(_output(module, cnn_input), kept)
+
+
+def test_strided_inputs_match_contiguous_ones(cnn_artifact, cnn_input):
+    """Inputs of any strides (views, Fortran order, read-only) give the contiguous input's outputs
+    and are left unchanged."""
+    module = compiler.load(cnn_artifact)
+    want = _output(module, cnn_input)
+    wide = np.zeros((1, 3, 16, 32), np.float32)
+    wide[..., ::2] = cnn_input
+    frozen = cnn_input.copy()
+    frozen.flags.writeable = False
+    for arr in (wide[..., ::2], np.asfortranarray(cnn_input), frozen):
+        before = arr.copy()
+        np.testing.assert_array_equal(_output(module, arr), want)
+        np.testing.assert_array_equal(arr, before)
+
+
+def test_each_module_runs_with_the_thread_count_it_chose(cnn_artifact, cnn_input, monkeypatch):
+    """A module sets the calling thread's TVM pool to the thread count it ran fastest with at
+    load (1 or the pool's own), so modules that chose differently do not inherit each other's;
+    a model slower than SERIAL_CHECK_MS is not timed and keeps the pool's count."""
+    from compiler import runtime
+
+    runtime._set_threads(0)
+    pool = runtime._POOL_THREADS()
+    if pool < 2:
+        pytest.skip("needs TVM_NUM_THREADS >= 2")
+    monkeypatch.setattr(runtime, "SERIAL_CHECK_MS", 0.0)
+    parallel = compiler.load(cnn_artifact)
+    assert parallel._default.threads == 0
+    serial = compiler.load(cnn_artifact)
+    serial._default.threads = 1
+    np.testing.assert_allclose(_output(serial, cnn_input), _output(parallel, cnn_input), rtol=1e-6, atol=1e-6)
+    _output(serial, cnn_input)
+    assert runtime._POOL_THREADS() == 1
+    _output(parallel, cnn_input)
+    assert runtime._POOL_THREADS() == pool
