@@ -155,13 +155,17 @@ def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bia
     return requantize(acc, rq, ndim, out_axis)
 
 
+def centred(q: QTensor) -> relax.Expr:
+    """``q``'s codes less its zero point, in int32."""
+    return relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32"))
+
+
 def integer_merge(qs: list[QTensor], out: QOutput, combine: Callable[[list], relax.Expr], ndim: int,
                   integer_only: bool) -> relax.Expr:
     """Residual add / concat in integers: each input rescaled to the output scale, then combined."""
     terms = []
     for q in qs:
-        centred = relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32"))
-        terms.append(rescale(centred, np.array([q.scale / out.scale]), ndim, 1, integer_only))
+        terms.append(rescale(centred(q), np.array([q.scale / out.scale]), ndim, 1, integer_only))
     return finish(combine(terms), out.zero, out.lo, out.hi, out.dtype, integer_only, ndim, 1)
 
 
@@ -170,8 +174,8 @@ def integer_mean(q: QTensor, call: relax.Call, out: QOutput, integer_only: bool)
     axes = [int(a) for a in call.attrs.axis]
     count = int(np.prod([_shape(call.args[0])[a] for a in axes]))
     total = relax.op.sum(relax.op.astype(q.expr, "int32"), axis=axes, keepdims=bool(call.attrs.keepdims))
-    centred = relax.op.subtract(total, relax.const(np.int32(q.zero * count), "int32"))
-    scaled = rescale(centred, np.array([q.scale / (count * out.scale)]), len(_shape(call)), -1, integer_only)
+    total = relax.op.subtract(total, relax.const(np.int32(q.zero * count), "int32"))
+    scaled = rescale(total, np.array([q.scale / (count * out.scale)]), len(_shape(call)), -1, integer_only)
     return finish(scaled, out.zero, out.lo, out.hi, out.dtype, integer_only)
 
 
@@ -363,8 +367,8 @@ class _Walk:
         elif op == "relax.image.resize2d" and call.attrs.method == "nearest_neighbor":
             expr = relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args)
         elif op in ("relax.nn.avg_pool2d", "relax.image.resize2d"):  # averages of codes, same scale
-            centred = relax.op.subtract(relax.op.astype(q.expr, "float32"), relax.const(np.float32(q.zero)))
-            pooled = relax.Call(call.op, [centred, *call.args[1:]], call.attrs, call.ty_args)
+            shifted = relax.op.subtract(relax.op.astype(q.expr, "float32"), relax.const(np.float32(q.zero)))
+            pooled = relax.Call(call.op, [shifted, *call.args[1:]], call.attrs, call.ty_args)
             expr = finish(pooled, q.zero, q.spec.qmin, q.spec.qmax, q.spec.dtype, integer_only=False)
         else:
             return False
@@ -408,8 +412,8 @@ class _Walk:
             return False
         scale, zero, lo, hi = self.output_params(final, spec, act)
         ndim = len(_shape(binding.var))
-        a, b = (relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32")) for q in qs)
-        scaled = rescale(relax.op.multiply(a, b), np.array([qs[0].scale * qs[1].scale / scale]), ndim, 1, integer_only)
+        product = relax.op.multiply(centred(qs[0]), centred(qs[1]))
+        scaled = rescale(product, np.array([qs[0].scale * qs[1].scale / scale]), ndim, 1, integer_only)
         self.set_quant(final, finish(scaled, zero, lo, hi, spec.dtype, integer_only, ndim, 1), scale, zero, spec)
         self.consumed.update([binding.var, *act.vars])
         return True
@@ -438,8 +442,7 @@ class _Walk:
             return False
         scale, zero, lo, hi = self.output_params(chain[-1], spec, act)
         ndim = len(shape)
-        centred = relax.op.subtract(relax.op.astype(q.expr, "int32"), relax.const(np.int32(q.zero), "int32"))
-        scaled = rescale(centred, np.float32(q.scale) * gain / np.float32(scale), ndim, 1, integer_only)
+        scaled = rescale(centred(q), np.float32(q.scale) * gain / np.float32(scale), ndim, 1, integer_only)
         offset = np.round(bias / scale).astype(np.int64) if integer_only else (bias / scale).astype(np.float32)
         scaled = relax.op.add(scaled, relax.const(_along(offset, ndim, 1)))
         self.set_quant(chain[-1], finish(scaled, zero, lo, hi, spec.dtype, integer_only, ndim, 1), scale, zero, spec)
