@@ -19,7 +19,7 @@ from .calibration import check_skip_names
 from .config import QuantConfig
 from .errors import SqueezeError
 from .frontend import ModelLike, import_onnx, load_onnx
-from .pipeline import PassSpec, Recipe, run_passes
+from .pipeline import PassSpec, Recipe, read_recipe_file, run_passes
 from .program import Program, batch_of
 from .profile import kernel_table
 from .progress import to_stderr
@@ -132,10 +132,11 @@ def _options(recipe, prune: PruneConfig | None, quantize: QuantConfig | None, ca
     ``[prune]`` and ``[quantize]`` get ``calibration`` when they name no data), all checked
     now: nothing has run yet when one is wrong."""
     if recipe is not None and not isinstance(recipe, Recipe):
-        path = recipe
-        recipe = Recipe.from_toml(path)
-        prune = prune or PruneConfig.from_toml(path, **({"calibration": calibration} if calibration is not None else {}))
-        quantize = quantize or QuantConfig.from_toml(path, calibration=calibration)
+        doc, origin = read_recipe_file(recipe), f"recipe {recipe}"   # read once, checked against the schema
+        recipe = Recipe.from_document(doc, origin)
+        prune = prune or PruneConfig.from_table(doc.get("prune"), origin,
+                                                **({"calibration": calibration} if calibration is not None else {}))
+        quantize = quantize or QuantConfig.from_table(doc.get("quantize"), origin, calibration=calibration)
     if recipe is not None:
         recipe.validate()
     if prune is not None and prune.granularity in STRUCTURED and prune.calibration is None:

@@ -53,13 +53,17 @@ class QuantConfig:
     def from_toml(cls, path: str | os.PathLike, **defaults) -> "QuantConfig | None":
         """The ``[quantize]`` table of a recipe file (None without one); ``defaults`` fill keys
         it leaves out (e.g. the command line's calibration data). Unknown keys are errors."""
-        table = read_recipe_file(path).get("quantize")
+        return cls.from_table(read_recipe_file(path).get("quantize"), f"recipe {path}", **defaults)
+
+    @classmethod
+    def from_table(cls, table: dict | None, origin: str, **defaults) -> "QuantConfig | None":
+        """A parsed ``[quantize]`` table (None gives None); unknown keys are errors naming ``origin``."""
         if table is None:
             return None
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(table) - names)
         if unknown:
-            raise SqueezeError(f"recipe {path}: unknown [quantize] keys {unknown}: use {', '.join(sorted(names))}")
+            raise SqueezeError(f"{origin}: unknown [quantize] keys {unknown}: use {', '.join(sorted(names))}")
         return cls(**{**{k: v for k, v in defaults.items() if v is not None}, **table})
 
     def recipe(self, progress: bool = True, target: "TargetSpec | None" = None) -> Recipe:

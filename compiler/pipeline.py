@@ -76,14 +76,18 @@ class Recipe:
     @classmethod
     def from_toml(cls, path: str | os.PathLike) -> "Recipe":
         """The ``[[pass]]`` list of a recipe file, checked (:func:`read_recipe_file`, :meth:`validate`)."""
-        doc = read_recipe_file(path)
+        return cls.from_document(read_recipe_file(path), f"recipe {path}")
+
+    @classmethod
+    def from_document(cls, doc: dict, origin: str) -> "Recipe":
+        """The ``[[pass]]`` list of a parsed recipe file, checked; errors name ``origin``."""
         specs = []
         for i, table in enumerate(doc.get("pass", [])):
             options = dict(table) if isinstance(table, dict) else {}
             if "name" not in options:
-                raise SqueezeError(f"recipe {path}: [[pass]] #{i + 1} has no 'name'")
+                raise SqueezeError(f"{origin}: [[pass]] #{i + 1} has no 'name'")
             specs.append(PassSpec(options.pop("name"), options))
-        return cls(specs).validate(f"recipe {path}")
+        return cls(specs).validate(origin)
 
     def validate(self, origin: str = "recipe") -> "Recipe":
         """Fail now, before any work, on an unknown pass name or option (one line naming both)."""

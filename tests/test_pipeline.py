@@ -34,3 +34,20 @@ def test_bad_recipes(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(SqueezeError, match=match):
         run_passes(import_onnx(small_cnn()), Recipe.from_toml(path))
+
+
+def test_recipe_file_is_read_once_for_all_its_tables(tmp_path, monkeypatch):
+    import tomllib
+
+    from compiler import api
+
+    path = tmp_path / "r.toml"
+    path.write_text('[[pass]]\nname = "fold_bn"\n\n[quantize]\nscheme = "int8"\n\n[prune]\ngranularity = "nm"\n')
+    reads = []
+    real_load = tomllib.load
+    monkeypatch.setattr(tomllib, "load", lambda f: reads.append(f.name) or real_load(f))
+    recipe, prune, quantize = api._options(path, None, None, {"input": None})
+    assert reads == [str(path)]
+    assert recipe.passes == [PassSpec("fold_bn")]
+    assert (quantize.scheme, prune.granularity) == ("int8", "nm")
+    assert quantize.calibration == prune.calibration == {"input": None}

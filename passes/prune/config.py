@@ -158,11 +158,17 @@ class PruneConfig:
                 table = tomllib.load(f).get("prune")
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise SqueezeError(f"cannot read recipe {path}: {err}") from None
+        return cls.from_table(table, f"recipe {path}", **defaults)
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any] | None, origin: str, **defaults) -> "PruneConfig | None":
+        """A parsed ``[prune]`` table (None gives None); unknown keys are errors naming ``origin``."""
         if table is None:
             return None
+        table = dict(table)
         unknown = set(table) - {f.name for f in fields(cls)}
         if unknown:
-            raise SqueezeError(f"recipe {path}: unknown [prune] keys {sorted(unknown)}")
+            raise SqueezeError(f"{origin}: unknown [prune] keys {sorted(unknown)}")
         for key in ("nm", "block"):
             if key in table:
                 table[key] = tuple(table[key])
