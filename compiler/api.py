@@ -83,18 +83,8 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     program, passes, source = _front(model, spec, input_shapes, recipe, prune, quantize, log)
     base = batch_of(program.inputs)
     batches = _batch_list(batch_sizes, program, base)
-    passes = _calibrate_once(passes)
-    if base not in batches and any(p.name == "quantize" for p in passes.passes):
-        if log is not None:
-            log(f"calibrating at the model's batch {base}")
-        run_passes(program, passes)  # fills the calibration cache the batches' compiles share
-    builds = {}
-    for b in sorted(batches, key=lambda b: b != base):  # the base batch first: it calibrates
-        if len(batches) > 1 and log is not None:
-            log(f"batch {b}:")
-        rebatched = program if b == base else _rebatch(source, program, b)
-        out = None if dump_ir is None or b == batches[0] else os.path.join(dump_ir, f"b{b}")
-        builds[b] = _build(rebatched, passes, spec, tune_trials, tuning_db, dump_ir if b == batches[0] else out, log)
+    builds = {b: _build(rebatched, spec, tune_trials, tuning_db, log)
+              for b, rebatched in _passed_batches(program, passes, source, batches, dump_ir, log)}
     default = builds[batches[0]][0]
     manifest = Manifest(
         inputs=default.inputs,
@@ -116,15 +106,15 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
 
 def prepare(model: ModelLike, spec: TargetSpec, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
             recipe: Recipe | str | os.PathLike | None = None, quantize: QuantConfig | None = None,
-            prune: PruneConfig | None = None, calibration=None, dump_ir: str | os.PathLike | None = None,
-            log: Callable[[str], None] | None = None) -> Program:
-    """The Program that ``squeeze tune`` tunes: what :func:`compile` builds (at the model's
-    batch), imported, pruned and with its passes run; options checked before any work."""
+            prune: PruneConfig | None = None, calibration=None, batch_sizes: Sequence[int] | None = None,
+            dump_ir: str | os.PathLike | None = None,
+            log: Callable[[str], None] | None = None) -> dict[int, Program]:
+    """The Programs that ``squeeze tune`` tunes, by batch size: what :func:`compile` builds,
+    imported, pruned and with its passes run (calibrated once); options checked before any work."""
     recipe, prune, quantize = _options(recipe, prune, quantize, calibration)
-    program, passes, _ = _front(model, spec, input_shapes, recipe, prune, quantize, log)
-    program = run_passes(program, passes, dump_ir=dump_ir, log=log)
-    program.summary.update(compression_summary(program.mod))
-    return program
+    program, passes, source = _front(model, spec, input_shapes, recipe, prune, quantize, log)
+    batches = _batch_list(batch_sizes, program, batch_of(program.inputs))
+    return dict(_passed_batches(program, passes, source, batches, dump_ir, log))
 
 
 def _options(recipe, prune: PruneConfig | None, quantize: QuantConfig | None, calibration):
@@ -191,12 +181,30 @@ def _calibrate_once(passes: Recipe) -> Recipe:
                    for p in passes.passes])
 
 
-def _build(program: Program, passes: Recipe, spec: TargetSpec, tune_trials: int,
-           tuning_db: str | os.PathLike | None, dump_ir: str | os.PathLike | None,
+def _passed_batches(program: Program, passes: Recipe, source: ModelLike, batches: list[int],
+                    dump_ir: str | os.PathLike | None, log: Callable[[str], None] | None):
+    """``(batch, program with passes run)`` for each of ``batches``, the model's own batch first:
+    calibration runs once, at that batch, and the other batches' quantize steps reuse it. The
+    default (first) batch's IR goes to ``dump_ir``, another batch B's to ``dump_ir/bB``."""
+    base = batch_of(program.inputs)
+    passes = _calibrate_once(passes)
+    if base not in batches and any(p.name == "quantize" for p in passes.passes):
+        if log is not None:
+            log(f"calibrating at the model's batch {base}")
+        run_passes(program, passes)  # fills the calibration cache the batches share
+    for b in sorted(batches, key=lambda b: b != base):
+        if len(batches) > 1 and log is not None:
+            log(f"batch {b}:")
+        rebatched = program if b == base else _rebatch(source, program, b)
+        out = dump_ir if dump_ir is None or b == batches[0] else os.path.join(dump_ir, f"b{b}")
+        rebatched = run_passes(rebatched, passes, dump_ir=out, log=log)
+        rebatched.summary.update(compression_summary(rebatched.mod))
+        yield b, rebatched
+
+
+def _build(program: Program, spec: TargetSpec, tune_trials: int, tuning_db: str | os.PathLike | None,
            log: Callable[[str], None] | None) -> tuple[Program, "tvm.runtime.Executable"]:
-    """Run ``passes`` on ``program``, tune, lower and build it; returns the program and executable."""
-    program = run_passes(program, passes, dump_ir=dump_ir, log=log)
-    program.summary.update(compression_summary(program.mod))
+    """Tune (with the whole budget), lower and build ``program``; returns it and the executable."""
     if tune_trials > 0:
         from .tune import tune
 

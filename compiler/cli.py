@@ -79,9 +79,12 @@ def cmd_tune(args) -> None:
     from .tune import tune
 
     spec = get_target(args.target)
-    program = prepare(args.model, spec, **_compression(args), log=log)
-    db = tune(program, spec, args.tuning_db, args.trials, progress=True, rpc_tracker=args.rpc_tracker,
-              rpc_key=args.rpc_key)
+    programs = prepare(args.model, spec, **_compression(args), batch_sizes=args.batch, log=log)
+    for batch, program in programs.items():  # each batch gets the whole budget: its kernels differ
+        if len(programs) > 1:
+            log(f"tuning batch {batch}:")
+        db = tune(program, spec, args.tuning_db, args.trials, progress=True, rpc_tracker=args.rpc_tracker,
+                  rpc_key=args.rpc_key)
     log(f"tuning records in {db}")
 
 
@@ -216,7 +219,8 @@ def parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tune", help="tune a model's kernels with MetaSchedule into a database")
     model_args(t)
     t.add_argument("--tuning-db", required=True, help="database directory (created or extended)")
-    t.add_argument("--trials", type=int, default=2000, help="global trial budget")
+    t.add_argument("--trials", type=int, default=2000, help="global trial budget (per batch size)")
+    t.add_argument("--batch", type=batch_arg, metavar="1,8,32", help="batch sizes to tune (as for compile --batch)")
     t.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on the boards registered at this TVM RPC tracker (needed for cross targets)")
     t.add_argument("--rpc-key", help="device key the boards registered under (with --rpc-tracker)")

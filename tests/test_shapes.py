@@ -2,6 +2,7 @@
 import argparse
 import io
 import json
+import re
 import tarfile
 
 import numpy as np
@@ -233,6 +234,44 @@ def test_quantized_batches_calibrate_once(monkeypatch):
     y4 = next(iter(module.run({"input": x}).values()))
     y1 = np.concatenate([next(iter(module.run({"input": x[i:i + 1]}).values())) for i in range(4)])
     np.testing.assert_array_equal(y4, y1)
+
+
+def test_tune_prepares_each_batch_calibrated_once(monkeypatch):
+    from compiler.api import prepare
+    from targets import get_target
+
+    calls = []
+    real = calibration.calibrate_module
+    monkeypatch.setattr(calibration, "calibrate_module", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = {"input": _x(16, (3, 16, 16), seed=3)}
+    programs = prepare(small_cnn(), get_target("x86"), batch_sizes=(4, 1),
+                       quantize=compiler.QuantConfig("int8", calibration=data))
+    assert len(calls) == 1
+    assert {b: p.inputs[0].shape[0] for b, p in programs.items()} == {4: 4, 1: 1}
+    assert all("quantization" in p.summary for p in programs.values())
+
+
+@pytest.mark.slow
+def test_cli_tune_batches_gives_each_the_whole_budget(cnn_path, tmp_path, capsys):
+    np.savez(tmp_path / "calib.npz", input=_x(8, (3, 16, 16)))
+    assert main(["tune", str(cnn_path), "--input-shape", "input:1x3x16x16", "--batch", "1,2", "--trials", "8",
+                 "--quantize", "int8", "--calib", str(tmp_path / "calib.npz"), "--tuning-db", str(tmp_path / "db")]) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "tuning batch 1:" in text and "tuning batch 2:" in text
+    assert text.count("8 trials in all") == 2, text
+    workloads = (tmp_path / "db" / "database_workload.json").read_text().splitlines()
+    tasks = [int(n) for n in re.findall(r"tuning (\d+) tasks", text)]
+    assert len(workloads) >= sum(tasks), (workloads, tasks)  # every op's shape holds the batch: none shared
+    module = compiler.load(_compile_tuned(cnn_path, tmp_path))
+    assert module.batches == [1, 2]
+
+
+def _compile_tuned(cnn_path, tmp_path):
+    out = tmp_path / "t.tar"
+    assert main(["compile", str(cnn_path), "--input-shape", "input:1x3x16x16", "--batch", "1,2", "--quantize", "int8",
+                 "--calib", str(tmp_path / "calib.npz"), "--tuning-db", str(tmp_path / "db"), "-o", str(out)]) == 0
+    return out
 
 
 def test_cli_compile_batches(cnn_path, tmp_path):
