@@ -13,7 +13,8 @@ from passes.quantize.qdq_to_integer import has_qdq
 from targets import TargetSpec, get_target
 from targets.sparse import PATTERN_PASSES
 
-from .artifact import Artifact, Manifest
+from . import provenance
+from .artifact import Artifact, Manifest, require_compiler
 from .build import compile_lowered, lower
 from .calibration import check_skip_names
 from .config import QuantConfig
@@ -77,6 +78,8 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         Receives progress lines (without one, the dynamic dims fixed to 1 are told on stderr).
     """
     spec = get_target(target)
+    if spec.cross_compiler is not None:  # before the model's passes, not after
+        require_compiler(spec.cross_compiler)
     if tune_trials > 0 and tuning_db is None:
         raise SqueezeError("tune_trials needs tuning_db: the directory where records are kept")
     recipe, prune, quantize = _options(recipe, prune, quantize, calibration)
@@ -94,6 +97,9 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         files={},
         versions={},
     )
+    if quantize is not None:  # for `squeeze export art.tar`
+        manifest.summary["source"] = provenance.record(model, input_shapes, quantize, spec.name, prune is not None,
+                                                       [p.name for p in (recipe.passes if recipe else [])])
     artifact = Artifact.from_executables([(builds[b][1], builds[b][0].inputs, builds[b][0].outputs)
                                           for b in batches], manifest, spec.cross_compiler)
     data = (quantize.calibration if quantize else None) or (prune.calibration if prune else None)

@@ -8,7 +8,8 @@ Q/DQ pair with Squeeze's scale and zero point; each integer conv/matmul reads it
 DequantizeLinear, its weights as per-channel int8 initializers (Squeeze's codes, BatchNorm folded
 as Squeeze folds it) with DequantizeLinear, and its bias as int32 codes with scale ``s_x · s_w``,
 the way ONNX Runtime's ``quantize_static`` writes them; a fused ReLU/Clip stays after the layer
-and the quantization follows it. Layers Squeeze keeps float stay float. Relax values are tied to
+and the quantization follows it. With cross-layer equalization the rescaled weights are written, and
+an equalized ReLU6 becomes Relu then Min with its per-channel cap. Layers Squeeze keeps float stay float. Relax values are tied to
 ONNX tensors by the traced import of :mod:`passes.prune.onnxmap`.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .cli_args import add_quantization_args, calibration_source, log as _log_line, quant_config
+from .cli_args import QUANT_ONLY, add_quantization_args, calibration_source, log as _log_line, quant_config
 from .errors import SqueezeError
 
 FORMATS = ("onnx-qdq",)
@@ -33,14 +34,16 @@ _CHAIN_OPS = ("BatchNormalization", "Add", "Relu", "Clip")
 
 
 def export_qdq(model, output: str | os.PathLike | None = None, quantize=None, *, target=None,
-               input_shapes: Mapping[str, Sequence[int]] | None = None,
+               input_shapes: Mapping[str, Sequence[int]] | None = None, calib: str | None = None,
                log: Callable[[str], None] | None = None):
     """Quantize ``model`` as :func:`compiler.compile` would and return it as a QDQ ONNX model.
 
     Parameters
     ----------
     model : path or onnx.ModelProto
-        The float ONNX model (an artifact does not carry its source model).
+        The float ONNX model, or a quantized artifact (.tar): then the model, calibration data,
+        options, target and shapes it was compiled with, checked unchanged by SHA-256
+        (:mod:`compiler.provenance`).
     output : path, optional
         Where to write the model (atomically: nothing is left behind on error).
     quantize : QuantConfig
@@ -49,6 +52,9 @@ def export_qdq(model, output: str | os.PathLike | None = None, quantize=None, *,
         Decides the default scheme and which layer kinds are quantized, as in ``compile``.
     input_shapes : dict, optional
         Static shapes for dynamic inputs.
+    calib : path, optional
+        An artifact's calibration data where it moved (or, for arrays given to ``compile``, an .npz
+        of them).
     log : callable, optional
         Receives progress lines.
 
@@ -64,7 +70,11 @@ def export_qdq(model, output: str | os.PathLike | None = None, quantize=None, *,
 
     if output is not None:
         check_writable(output)
-    _refuse_artifact(model)
+    if _is_artifact(model):
+        if quantize is not None or target is not None or input_shapes:
+            raise SqueezeError(f"{model} fixes its quantization, target and shapes: export it without options "
+                               "(or export the ONNX model with yours)")
+        model, quantize, input_shapes, target = _replayed(model, calib)
     plan = _plan(model, quantize, target, input_shapes, log)
     proto = _Writer(plan).write()
     try:
@@ -83,11 +93,16 @@ def export_qdq(model, output: str | os.PathLike | None = None, quantize=None, *,
     return proto
 
 
-def _refuse_artifact(model) -> None:
-    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model) and tarfile.is_tarfile(model):
-        raise SqueezeError(f"{model} is a compiled artifact, which does not carry its source ONNX model: export from "
-                           "the ONNX model with the same options (squeeze export model.onnx --format onnx-qdq "
-                           "--quantize ... --calib ...)")
+def _is_artifact(model) -> bool:
+    return isinstance(model, (str, os.PathLike)) and os.path.isfile(model) and tarfile.is_tarfile(model)
+
+
+def _replayed(path, calib: str | None):
+    """What artifact ``path`` was quantized from and how (:func:`compiler.provenance.replay`)."""
+    from .artifact import Artifact
+    from .provenance import replay
+
+    return replay(Artifact.read(path).manifest.summary.get("source"), str(path), calib)
 
 
 class _Plan:
@@ -111,25 +126,24 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
     from .config import QuantConfig
     from .frontend import import_onnx, layer_calls, load_onnx
     from .ir import bindings, layer_names, user_inputs
-    from .pipeline import Recipe, run_passes
+    from .pipeline import PassSpec, Recipe, run_passes
 
     config = config if config is not None else QuantConfig()
     if config.calibration is None:
         raise SqueezeError("the onnx-qdq export needs calibration data: add --calib data.npz "
                            "(or QuantConfig(calibration=...))")
-    if config.equalize:
-        raise SqueezeError("--equalize is not supported by the onnx-qdq export yet: export without it")
     spec = get_target(target)
     scheme = parse_scheme(config.scheme or spec.quant_scheme)
-    if scheme.weights.bits != 8 or scheme.activations.bits != 8:
+    if scheme.weights.bits not in (4, 8) or scheme.activations.bits != 8:
         raise SqueezeError(f"scheme {scheme.name} has no standard ONNX QDQ form: the onnx-qdq export writes "
-                           "8-bit weights and activations (e.g. --quantize int8)")
+                           "8-bit activations and 8- or 4-bit weights (e.g. --quantize int8 or int4)")
     proto = copy.deepcopy(load_onnx(model))
     present = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS})
     if present:
         raise SqueezeError(f"the model is quantized already (it holds {', '.join(present)}): export from its "
                            "float ONNX model")
-    proto = _opset13(proto)
+    proto = (_at_opset(proto, 21, "int4 DequantizeLinear") if scheme.weights.bits == 4 else
+             _at_opset(proto, 13, "per-channel DequantizeLinear"))
     _name_nodes(proto)
     program = import_onnx(proto, input_shapes)
     results = onnxmap.node_outputs(onnxmap.import_form(proto), program)
@@ -143,6 +157,9 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
             if isinstance(where, int):
                 var_tensor.setdefault(pre[where].var, tensor)
     program = run_passes(program, Recipe.cleanups())
+    if config.equalize:  # rebinds the layers it rescales under the same vars: the ONNX ties hold
+        before = [b.value for b in layer_calls(program.mod["main"])]
+        program = run_passes(program, Recipe([PassSpec("equalize")]))
     func = program.mod["main"]
     for var, spec_in in zip(user_inputs(func), program.inputs):
         var_tensor[var] = spec_in.name
@@ -152,6 +169,8 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
     names = layer_names(func)
     keep = layer_filter(config.skip, config.skip_ops, config.keep_first_last, func, frozenset(spec.integer_ops))
     _, walk = realize_walk(func, scheme, ranges, keep, means if config.bias_correction else None)
+    if config.equalize:
+        _check_equalized_float(walk.records, before, [b.value for b in layer_calls(func)], names)
     outputs = [o.name for o in proto.graph.output]
     body = func.body.body
     out_vars = list(body.fields) if hasattr(body, "fields") else [body]
@@ -161,19 +180,28 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
                  var_tensor=var_tensor, layers=[b.var for b in layer_calls(func)], output_steps=output_steps)
 
 
-def _opset13(proto):
-    """Per-channel DequantizeLinear needs opset 13: older models are converted."""
+def _check_equalized_float(records: list, before: list, after: list, names: list) -> None:
+    """Equalization may rescale layers Squeeze keeps float, whose weights the export does not rewrite:
+    one line naming the first such layer. ``before``/``after``: the layer calls, in the records' order."""
+    for r in records:
+        if r["mode"] == "float" and not before[r["index"]].args[1].same_as(after[r["index"]].args[1]):
+            name = names[r["index"]] if r["index"] < len(names) else f"layer {r['index']}"
+            raise SqueezeError(f"--equalize rescaled {name}, which stays float ({r['reason']}): the onnx-qdq export "
+                               "cannot write it; export without --equalize, or without keeping that layer float")
+
+
+def _at_opset(proto, opset: int, why: str):
+    """``proto`` converted up to ``opset`` when older (``why``: what needs it, for the error)."""
     from onnx import version_converter
 
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
-    if opset >= 13:
+    current = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 1)
+    if current >= opset:
         return proto
     try:
-        return version_converter.convert_version(proto, 13)
+        return version_converter.convert_version(proto, opset)
     except Exception as err:  # the converter raises several types
-        raise SqueezeError(f"cannot convert the model from opset {opset} to 13 (needed for per-channel "
-                           f"DequantizeLinear): {str(err).strip().splitlines()[0]}: re-export it with opset >= 13"
-                           ) from None
+        raise SqueezeError(f"cannot convert the model from opset {current} to {opset} (needed for {why}): "
+                           f"{str(err).strip().splitlines()[0]}: re-export it with opset >= {opset}") from None
 
 
 def _name_nodes(proto) -> None:
@@ -219,6 +247,15 @@ class _Writer:
     def const(self, base: str, array: np.ndarray) -> str:
         name = self.fresh(base)
         self.inits[name] = self.onnx.numpy_helper.from_array(np.asarray(array), name)
+        return name
+
+    def codes(self, base: str, codes: np.ndarray) -> str:
+        """An initializer of weight codes: int8, or packed int4 (opset 21) under a 4-bit scheme."""
+        if self.plan.scheme.weights.bits == 8:
+            return self.const(base, codes)
+        name = self.fresh(base)
+        self.inits[name] = self.onnx.helper.make_tensor(name, self.onnx.TensorProto.INT4, codes.shape,
+                                                        codes.reshape(-1).tolist())
         return name
 
     def qparams(self, base: str, scale, zero, dtype) -> tuple[str, str]:
@@ -313,9 +350,10 @@ class _Writer:
         wname = node.input[1]
         per_channel = w_scale.size > 1
         axis = {"axis": w_axis} if per_channel else {}
-        w_s, w_z = self.qparams(wname, w_scale if per_channel else w_scale[0],
-                                np.zeros(w_scale.size, np.int8) if per_channel else np.int8(0), np.int8)
-        w_q = self.const(f"{wname}_quantized", w_codes.astype(np.int8))
+        w_s = self.const(f"{wname}_scale", w_scale if per_channel else w_scale[0])
+        zero = np.zeros(w_scale.size if per_channel else (), np.int8)
+        w_z = self.codes(f"{wname}_zero_point", zero)
+        w_q = self.codes(f"{wname}_quantized", w_codes.astype(np.int8))
         w_dq = self.fresh(f"{wname}_dequantized")
         pre = [self.node("DequantizeLinear", [w_q, w_s, w_z], w_dq, **axis)]
         inputs = [node.input[0], w_dq]
@@ -332,7 +370,11 @@ class _Writer:
             b_dq = self.fresh(f"{base}_dequantized")
             pre.append(self.node("DequantizeLinear", [b_q, b_s, b_z], b_dq, axis=0))
         removed_out = None
+        cap = self.equalized_cap(chain[-1])
         for n in path:
+            if n.op_type == "Clip" and cap is not None:
+                self.relu_min(n, cap)
+                continue
             if n.op_type in ("Relu", "Clip"):  # fused by Squeeze, kept here: the Q/DQ pair follows it
                 continue
             if kind != "MatMul":  # BatchNorm (Squeeze folded it) or a bias Add: absorbed into the layer
@@ -352,6 +394,23 @@ class _Writer:
             node.output[0] = removed_out
         self.before.setdefault(node.name, []).extend(pre)
         return [n for n in path if n.name not in self.removed]
+
+    def equalized_cap(self, var) -> np.ndarray | None:
+        """The per-channel cap of an equalized ReLU6 (``minimum(relu(x), cap)``) bound to ``var``."""
+        value = self.binding.get(var)
+        if value is None or getattr(value, "op", None) is None or value.op.name != "relax.minimum":
+            return None
+        return value.args[1].value.numpy().astype(np.float32)
+
+    def relu_min(self, clip, cap: np.ndarray) -> None:
+        """Rewrite ONNX ``clip`` (ReLU6) as Relu then Min with ``cap``, as equalization left it; the
+        Min keeps the node's name and output, so the output's Q/DQ pair follows it."""
+        relu = self.fresh(f"{clip.output[0]}_relu")
+        self.before.setdefault(clip.name, []).append(self.node("Relu", [clip.input[0]], relu))
+        clip.op_type = "Min"
+        del clip.input[:]
+        clip.input.extend([relu, self.const(f"{clip.output[0]}_cap", cap)])
+        del clip.attribute[:]
 
     # ---- activations -------------------------------------------------------------------------
     def quantize_tensors(self, integer_nodes: dict[str, str]) -> None:
@@ -429,7 +488,7 @@ class _Writer:
 def add_command(sub, model_args) -> None:
     """Register ``squeeze export``."""
     e = sub.add_parser("export", help="write the model quantized by Squeeze as QDQ ONNX (ONNX Runtime, TensorRT)")
-    model_args(e, "ONNX model (the float model; an artifact does not carry it)")
+    model_args(e, "the float ONNX model, or a quantized artifact (.tar) to export as it was compiled")
     e.add_argument("--format", default="onnx-qdq", help="export format: onnx-qdq (default)")
     e.add_argument("-o", "--output", required=True, help="output model path (.onnx)")
     add_quantization_args(e, "quantization (as for squeeze compile; --quantize defaults to the target's scheme)")
@@ -442,11 +501,20 @@ def cmd_export(args: argparse.Namespace) -> None:
     if args.format not in FORMATS:
         raise SqueezeError(f"unknown export format '{args.format}': choose {', '.join(FORMATS)}")
     check_writable(args.output)
-    _refuse_artifact(args.model)
-    if not args.calib:
-        raise SqueezeError("the onnx-qdq export needs calibration data: add --calib data.npz (or a folder of images)")
-    config = quant_config(args, calibration_source(args), required=True)
-    export_qdq(args.model, args.output, config, target=args.target, input_shapes=dict(args.input_shape or []),
-               log=_log_line)
+    if _is_artifact(args.model):
+        given = [f for f, v in (("--quantize", args.quantize), ("--target", args.target),
+                                ("--input-shape", args.input_shape)) if v] + \
+                [f"--{k.replace('_', '-')}" for k, default in QUANT_ONLY.items() if getattr(args, k) != default]
+        if given:
+            raise SqueezeError(f"{args.model} fixes its quantization, target and shapes: drop {', '.join(given)} "
+                               "(or export the ONNX model with them)")
+        export_qdq(args.model, args.output, calib=args.calib, log=_log_line)
+    else:
+        if not args.calib:
+            raise SqueezeError("the onnx-qdq export needs calibration data: add --calib data.npz (or a folder of "
+                               "images)")
+        config = quant_config(args, calibration_source(args), required=True)
+        export_qdq(args.model, args.output, config, target=args.target, input_shapes=dict(args.input_shape or []),
+                   log=_log_line)
     size = Path(args.output).stat().st_size
     _log_line(f"wrote {args.output} ({size / 1e6:.2f} MB, {args.format})")

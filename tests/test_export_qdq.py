@@ -135,6 +135,82 @@ def test_skipped_layers_stay_float(fmnist, tmp_path):
     assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in convs)
 
 
+def test_artifact_exports_as_it_was_compiled(fmnist, fmnist_qdq, tmp_path, capsys):
+    """``squeeze export art.tar`` replays the artifact's own source, data and options (checked by
+    SHA-256): the same QDQ model as exporting the ONNX model with those options."""
+    import shutil
+
+    from compiler.cli import main
+
+    model, _, _ = fmnist
+    calib = tmp_path / "calib.npz"
+    shutil.copy(fmnist_qdq.parent / "calib.npz", calib)
+    art, out = tmp_path / "art.tar", tmp_path / "q.onnx"
+    assert main(["compile", str(model), "--quantize", "int8", "--calib", str(calib), "-o", str(art)]) == 0
+    assert main(["export", str(art), "-o", str(out)]) == 0
+    assert onnx.load(out).SerializeToString() == onnx.load(fmnist_qdq).SerializeToString()
+    capsys.readouterr()
+    moved = tmp_path / "moved.npz"
+    calib.rename(moved)
+    cases = [([], "calib.npz, which is missing: give its new place with --calib"),
+             (["--quantize", "int8"], "drop --quantize"),
+             (["--calib", str(fmnist_qdq)], "not the calibration data")]
+    for extra, message in cases:
+        assert main(["export", str(art), "-o", str(tmp_path / "bad.onnx"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bad.onnx").exists()
+    assert main(["export", str(art), "-o", str(tmp_path / "q2.onnx"), "--calib", str(moved)]) == 0
+    assert onnx.load(tmp_path / "q2.onnx").SerializeToString() == onnx.load(fmnist_qdq).SerializeToString()
+
+
+def test_int4_weights_are_packed_int4_and_match_squeeze(fmnist, fmnist_qdq, tmp_path):
+    model, calib, x = fmnist
+    config = compiler.QuantConfig("int4", calibration={"input": calib})
+    exported = compiler.export_qdq(model, tmp_path / "q4.onnx", config)
+    assert next(o.version for o in exported.opset_import if o.domain in ("", "ai.onnx")) == 21
+    int4 = [t for t in exported.graph.initializer if t.data_type == onnx.TensorProto.INT4]
+    codes = [onnx.numpy_helper.to_array(t) for t in int4 if t.name.endswith("_quantized")]
+    assert len(codes) == 10 and all(np.abs(c.astype(np.int64)).max() <= 8 for c in codes)
+    assert (tmp_path / "q4.onnx").stat().st_size < 0.85 * fmnist_qdq.stat().st_size
+    ours, theirs = _run_ort(tmp_path / "q4.onnx", x[:50]), _run_squeeze(model, config, x[:50], tmp_path)
+    assert _agreement(ours, theirs, _step(exported)) >= 0.999
+
+
+def _relu6_chain() -> onnx.ModelProto:
+    """conv-BN-ReLU6 -> depthwise conv-BN-ReLU6 -> 1x1 conv: what equalization rescales per channel."""
+    from graphs import GraphBuilder
+
+    g = GraphBuilder(seed=4)
+    six = g.weight((), scale=0.0)
+    g.inits[-1] = onnx.numpy_helper.from_array(np.float32(6.0), six)
+    zero = g.weight((), scale=0.0)
+    relu6 = lambda t: g.op("Clip", [t, zero, six])  # noqa: E731
+    x = relu6(g.bn(g.conv("input", 3, 16, bias=False), 16))
+    x = relu6(g.bn(g.conv(x, 16, 16, group=16), 16))
+    return g.model({"input": (1, 3, 12, 12)}, g.conv(x, 16, 8, k=1), (1, 8, 12, 12))
+
+
+def test_equalized_relu6_exports_as_relu_then_per_channel_min(tmp_path):
+    model = _relu6_chain()
+    rng = np.random.default_rng(0)
+    calib, x = rng.standard_normal((16, 3, 12, 12)).astype(np.float32), rng.standard_normal((8, 3, 12, 12))
+    config = compiler.QuantConfig("int8", calibration={"input": calib}, equalize=True)
+    onnx.save(model, tmp_path / "m.onnx")
+    exported = compiler.export_qdq(tmp_path / "m.onnx", tmp_path / "q.onnx", config)
+    ops = [n.op_type for n in exported.graph.node]
+    assert ops.count("Min") == 2 and "Clip" not in ops
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in exported.graph.initializer}
+    caps = [inits[n.input[1]] for n in exported.graph.node if n.op_type == "Min"]
+    assert all(c.shape == (1, 16, 1, 1) and np.ptp(c) > 0 for c in caps)  # 6 / s, one cap per channel
+    art = compiler.compile(tmp_path / "m.onnx", quantize=config)
+    module = compiler.load(art.save(tmp_path / "art.tar"))
+    theirs = np.concatenate([next(iter(module.run({"input": x[i:i + 1].astype(np.float32)}).values()))
+                             for i in range(len(x))])
+    ours = _run_ort(tmp_path / "q.onnx", x.astype(np.float32))
+    assert _agreement(ours, theirs, _step(exported, exported.graph.output[0].name)) >= 0.999
+
+
 def test_cli_export_errors(fmnist, fmnist_qdq, tmp_path, capsys):
     from compiler.cli import main
 
@@ -148,8 +224,7 @@ def test_cli_export_errors(fmnist, fmnist_qdq, tmp_path, capsys):
     cases = [
         (["--format", "onnx-qdq"], "needs calibration data"),
         (["--format", "tflite", "--calib", calib], "unknown export format 'tflite'"),
-        (["--calib", calib, "--quantize", "int4"], "8-bit"),
-        (["--calib", calib, "--equalize"], "--equalize"),
+        (["--calib", calib, "--quantize", "w2_sym_per_channel__a8_asym_per_tensor"], "8- or 4-bit weights"),
     ]
     for extra, message in cases:
         assert main(["export", str(model), "-o", str(out), *map(str, extra)]) == 2
@@ -158,9 +233,9 @@ def test_cli_export_errors(fmnist, fmnist_qdq, tmp_path, capsys):
     assert main(["export", str(fmnist_qdq), "-o", str(out), "--calib", str(calib)]) == 2
     err = capsys.readouterr().err.strip()
     assert "quantized already" in err and len(err.splitlines()) == 1, err
-    assert main(["export", str(art), "-o", str(out), "--calib", str(calib)]) == 2
+    assert main(["export", str(art), "-o", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "artifact" in err and "export from the ONNX model" in err and len(err.splitlines()) == 1, err
+    assert "art.tar" in err and len(err.splitlines()) == 1, err
     assert main(["export", str(model), "-o", str(tmp_path / "missing" / "q.onnx"), "--calib", str(calib)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art.tar"]   # nothing written, no temporary left

@@ -19,6 +19,9 @@ from compiler.ir import bindings, op_name, rebind, single_consumer, use_counts
 from ..registry import register_pass
 
 Const = tvm.ir.expr.Constant
+# A channel whose weight range is below DEAD x its layer's largest is left unscaled: such nearly
+# dead channels (e.g. ~1e-9 after BatchNorm folding) gave scales of 1e10 and int32-overflowing biases.
+DEAD = 1e-6
 
 
 def _pairs(func: relax.Function) -> list[dict]:
@@ -59,7 +62,8 @@ def _equalize_chain(chain: dict, values: dict) -> None:
     depthwise = int(conv2.attrs.groups) > 1
     r1 = np.abs(w1).max(axis=(1, 2, 3))
     r2 = np.abs(w2).max(axis=(1, 2, 3)) if depthwise else np.abs(w2).max(axis=(0, 2, 3))
-    s = np.where((r1 > 0) & (r2 > 0), np.sqrt(r1 / np.maximum(r2, 1e-30)), 1.0).astype(np.float32)
+    live = (r1 > DEAD * r1.max(initial=0.0)) & (r2 > DEAD * r2.max(initial=0.0))
+    s = np.where(live, np.sqrt(r1 / np.where(live, r2, 1.0)), 1.0).astype(np.float32)
     values[chain["conv1"].var] = relax.Call(conv1.op, [conv1.args[0], relax.const(w1 / s[:, None, None, None])],
                                             conv1.attrs, conv1.ty_args)
     w2_scale = s[:, None, None, None] if depthwise else s[None, :, None, None]

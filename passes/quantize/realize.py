@@ -116,6 +116,19 @@ def _per_channel(const: np.ndarray, shape: tuple[int, ...]) -> bool:
     return len(dims) == len(shape) and dims[1] in (1, shape[1]) and all(d == 1 for i, d in enumerate(dims) if i != 1)
 
 
+# |int32 bias codes| stays below this: half the int32 range, the rest for the zero-point term
+BIAS_CODE_LIMIT = 2**30
+
+
+def _bias_fitting(w_scale: np.ndarray, bias: np.ndarray, x_scale: float) -> np.ndarray:
+    """``w_scale`` raised where ``round(b / (s_x s_w))`` would not fit int32: a nearly dead channel
+    (weights ~1e-9 after BatchNorm folding or equalization) that still has a bias. Its weight codes
+    become 0 or ±1 instead of the bias wrapping around; ONNX Runtime's quantizer does the same."""
+    floor = np.abs(np.asarray(bias, np.float64)) / (float(x_scale) * BIAS_CODE_LIMIT)
+    floor = floor.max(initial=0.0) if np.size(w_scale) == 1 else floor.reshape(np.shape(w_scale))
+    return np.maximum(w_scale, floor).astype(np.asarray(w_scale).dtype)
+
+
 def integer_layer(call: relax.Call, xq: QTensor, codes: np.ndarray, w_scale, bias: np.ndarray | None,
                   out: QOutput | Activation, integer_only: bool) -> relax.Expr:
     """The integer form of a conv2d (NCHW/OIHW) or matmul (weights [K, N]) call.
@@ -291,6 +304,8 @@ class _Walk:
         if xq is None or (chain[-1] not in self.ranges and not self.is_output(chain[-1])):
             return False
         w_scale, _ = self.scheme.weight_qparams(weight, w_axis)
+        if bias is not None:
+            w_scale = _bias_fitting(w_scale, bias, xq.scale)
         codes = self.scheme.weights.quantize(weight, _along(w_scale, weight.ndim, w_axis), 0).astype("int8")
         if self.means is not None and x in self.means:
             groups = int(call.attrs.groups) if conv else 1
