@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import SqueezeError
-from .fold_shapes import constants, drop_unused
+from .fold_shapes import Names, constants, drop_unused
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -82,7 +82,7 @@ def _phase_weight(w: np.ndarray, groups: int, strides, taps) -> np.ndarray:
 
 
 def _rewrite(node: onnx.NodeProto, weight: np.ndarray, bias: np.ndarray | None,
-             in_shape: Sequence[int], names: "_Names") -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+             in_shape: Sequence[int], names: Names) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     attrs = _attrs(node)
     rank = weight.ndim - 2
     lengths = list(in_shape[2:])
@@ -136,22 +136,6 @@ def _rewrite(node: onnx.NodeProto, weight: np.ndarray, bias: np.ndarray | None,
     return nodes, inits
 
 
-class _Names:
-    """Fresh tensor names under one ConvTranspose's name."""
-
-    def __init__(self, base: str):
-        self.base, self.count = base, 0
-
-    def new(self, what: str) -> str:
-        self.count += 1
-        return f"{self.base}__squeeze_{what}{self.count}"
-
-    def const(self, values: list[int], inits: list) -> str:
-        name = f"{self.base}__squeeze_shape{len(inits)}"
-        inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
-        return name
-
-
 def decompose_conv_transpose(proto: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
     """Rewrite every ConvTranspose with a constant weight and a known input shape into a Conv.
 
@@ -177,7 +161,7 @@ def decompose_conv_transpose(proto: onnx.ModelProto, shapes: Mapping[str, tuple[
             nodes.append(node)
             continue
         weight, bias = weights[inputs[1]], weights[inputs[2]] if inputs[2] else None
-        new_nodes, inits = _rewrite(node, weight, bias, shapes[node.input[0]], _Names(node.name or node.output[0]))
+        new_nodes, inits = _rewrite(node, weight, bias, shapes[node.input[0]], Names(node.name or node.output[0]))
         nodes += new_nodes
         graph.initializer.extend(inits)
     graph.ClearField("node")

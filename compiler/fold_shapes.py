@@ -7,7 +7,9 @@ constants. This module evaluates such nodes with ONNX's own reference implementa
 (``onnx.reference``) and replaces them with initializers, repeating ONNX shape inference
 between rounds so that a ``Shape`` further down sees the shapes the last round made static.
 Weights and quantization nodes are never touched: only small results (at most
-:data:`MAX_ELEMENTS` elements) of the ops in :data:`FOLDABLE` are folded.
+:data:`MAX_ELEMENTS` elements) of the ops in :data:`FOLDABLE` are folded. An ``If`` whose
+condition folds is replaced by its taken branch (:mod:`compiler.control_flow`), whose nodes
+fold in the next rounds.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference
 from onnx.reference import ReferenceEvaluator
 
+from .control_flow import check_conditions, inline_if
 from .errors import SqueezeError
 
 # Ops whose constant-input results are shape arithmetic (or small tables such as anchors).
@@ -148,8 +151,14 @@ def fold_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]
     opsets = {o.domain: o.version for o in model.opset_import if o.domain in ("", "ai.onnx")}
     for _ in range(_ROUNDS):
         values, shapes = constants(model.graph), static_shapes(model)
-        kept, folded = [], []
+        kept, folded, inlined = [], [], False
         for node in model.graph.node:
+            if node.op_type == "If" and node.input[0] in values:
+                nodes, inits = inline_if(node, values[node.input[0]])
+                kept += nodes
+                folded += inits
+                inlined = True
+                continue
             outs = None if node.op_type == "Constant" else _fold_node(node, values, shapes, opsets)
             if outs is None:
                 kept.append(node)
@@ -157,13 +166,14 @@ def fold_shapes(proto: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]
             for name, arr in zip(node.output, outs):
                 values[name] = arr
                 folded.append(numpy_helper.from_array(arr, name))
-        if not folded:
+        if not folded and not inlined:
             break
         model.graph.ClearField("node")
         model.graph.node.extend(kept)
         model.graph.initializer.extend(folded)
     drop_unused(model.graph)
     _check_static(model.graph, constants(model.graph))
+    check_conditions(model.graph)
     return model
 
 
@@ -180,6 +190,22 @@ def drop_unused(graph: onnx.GraphProto) -> None:
     nodes = [n for n in graph.node if n.op_type != "Constant" or n.output[0] in used]
     graph.ClearField("node")
     graph.node.extend(nodes)
+
+
+class Names:
+    """Fresh tensor names under one rewritten node's name."""
+
+    def __init__(self, base: str):
+        self.base, self.count = base, 0
+
+    def new(self, what: str) -> str:
+        self.count += 1
+        return f"{self.base}__squeeze_{what}{self.count}"
+
+    def const(self, values: list[int], inits: list) -> str:
+        name = f"{self.base}__squeeze_shape{len(inits)}"
+        inits.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
 
 
 def _check_static(graph: onnx.GraphProto, values: Mapping[str, np.ndarray]) -> None:

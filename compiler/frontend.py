@@ -16,11 +16,16 @@ from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
 from .errors import SqueezeError
 from .conv_transpose import decompose_conv_transpose
-from .fold_shapes import constants, fold_shapes, static_shapes
+from .fold_shapes import STATIC_INPUTS, constants, fold_shapes, static_shapes
+from .ir import bindings, op_name, rebind, with_main
 from .onnx_checks import check_attributes
 from .program import Program, TensorSpec
+from .recurrent import RECURRENT_OPS, decompose_recurrent
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
+# ONNX ops the importer lacks that are rewritten before import: If with a condition that folds
+# (compiler.control_flow), LSTM/GRU unrolled (compiler.recurrent).
+REWRITTEN = ("If", *RECURRENT_OPS)
 # ONNX ops that only wrap domain bookkeeping and are always accepted.
 _DOMAINS_ACCEPTED = ("", "ai.onnx")
 
@@ -58,21 +63,28 @@ def load_onnx(model: ModelLike) -> onnx.ModelProto:
 
 
 def split_weights_and_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Make tensors of more than one element initializers (weights), and scalars ``Constant`` nodes.
+    """Make tensors of more than one element initializers (weights), and scalars and shape
+    operands ``Constant`` nodes.
 
-    Weights become detached parameters; scalars (clip bounds, epsilons, shape values) stay
-    compile-time constants so that the importer emits plain ops such as ``R.clip`` for them.
+    Weights become detached parameters; scalars (clip bounds, epsilons) and the operands that
+    must be known when compiling (:data:`~compiler.fold_shapes.STATIC_INPUTS`: Reshape and Expand
+    shapes, Slice bounds, ...) stay compile-time constants, so that the importer emits plain ops
+    such as ``R.clip`` and static shapes for them (an Expand whose shape is a parameter gets a
+    shape known only at run time).
     """
     graph = proto.graph
+    static = {node.input[i] for node in graph.node for i in STATIC_INPUTS.get(node.op_type, ("", ()))[1]
+              if i < len(node.input)}
     nodes, inits = [], []
     for tensor in graph.initializer:
-        if int(np.prod(tensor.dims)) <= 1:
+        if int(np.prod(tensor.dims)) <= 1 or tensor.name in static:
             nodes.append(onnx.helper.make_node("Constant", [], [tensor.name], value=tensor))
         else:
             inits.append(tensor)
     for node in graph.node:
         value = [a for a in node.attribute if a.name == "value"]
-        if node.op_type == "Constant" and node.domain in _DOMAINS_ACCEPTED and value and int(np.prod(value[0].t.dims)) > 1:
+        if node.op_type == "Constant" and node.domain in _DOMAINS_ACCEPTED and value \
+                and int(np.prod(value[0].t.dims)) > 1 and node.output[0] not in static:
             tensor = onnx.TensorProto()
             tensor.CopyFrom(value[0].t)
             tensor.name = node.output[0]
@@ -90,12 +102,20 @@ def split_weights_and_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def unsupported_ops(proto: onnx.ModelProto) -> dict[str, list[str]]:
-    """Return ``{op_type: [node names]}`` for nodes the Relax importer cannot convert."""
-    known = _get_convert_map()
+    """Return ``{op_type: [node names]}`` for nodes (in If branches too) that neither the Relax
+    importer converts nor Squeeze rewrites before import (:data:`REWRITTEN`)."""
+    known = {*_get_convert_map(), *REWRITTEN}
     missing: dict[str, list[str]] = {}
-    for i, node in enumerate(proto.graph.node):
-        if node.op_type not in known or node.domain not in _DOMAINS_ACCEPTED:
-            missing.setdefault(node.op_type, []).append(node.name or f"#{i}")
+
+    def visit(graph: onnx.GraphProto) -> None:
+        for i, node in enumerate(graph.node):
+            if node.op_type not in known or node.domain not in _DOMAINS_ACCEPTED:
+                missing.setdefault(node.op_type, []).append(node.name or f"#{i}")
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    visit(attr.g)
+
+    visit(proto.graph)
     return missing
 
 
@@ -274,7 +294,7 @@ def import_onnx(
     proto = fold_shapes(follow_batch(proto, rebatched), {s.name: s.shape for s in inputs})
     shapes = static_shapes(proto)
     check_attributes(proto, constants(proto.graph), shapes)
-    proto = split_weights_and_constants(decompose_conv_transpose(proto, shapes))
+    proto = split_weights_and_constants(decompose_recurrent(decompose_conv_transpose(proto, shapes), shapes))
     try:  # the importer prints each failing node and IR dumps itself: the error line says it all
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             mod = from_onnx(
@@ -285,7 +305,7 @@ def import_onnx(
             )
     except Exception as err:
         raise SqueezeError(f"ONNX import failed: {str(err).strip().splitlines()[-1]}") from None
-    mod, detached = relax.frontend.detach_params(mod)
+    mod, detached = relax.frontend.detach_params(_nonnegative_squeeze_axes(mod))
     mod = _attach_layer_names(mod, proto)
     main = mod["main"]
     num_inputs = len(inputs)
@@ -295,6 +315,18 @@ def import_onnx(
     }
     outputs = _output_specs(main, [o.name for o in proto.graph.output])
     return Program(mod, params, inputs, outputs)
+
+
+def _nonnegative_squeeze_axes(mod: tvm.IRModule) -> tvm.IRModule:
+    """``R.squeeze`` with its axes made non-negative: the importer keeps ONNX's ``axes=[-1]``,
+    on which TVM 0.27's ``ConvertLayout`` dies with ``std::bad_alloc`` (any model, conv or not)."""
+    main, values = mod["main"], {}
+    for binding in bindings(main):
+        call = binding.value
+        if op_name(call) == "relax.squeeze" and call.attrs.axis is not None and any(int(a) < 0 for a in call.attrs.axis):
+            ndim = len(call.args[0].ty.shape)
+            values[binding.var] = relax.op.squeeze(call.args[0], [int(a) % ndim for a in call.attrs.axis])
+    return with_main(mod, rebind(main, values)) if values else mod
 
 
 LAYER_ONNX_OPS = ("Conv", "Gemm", "MatMul")

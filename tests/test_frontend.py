@@ -72,3 +72,23 @@ def test_malformed_files(tmp_path):
     truncated.write_bytes(small_cnn().SerializeToString()[:300])
     with pytest.raises(SqueezeError):
         import_onnx(truncated)
+
+
+def test_folded_expand_shape_keeps_the_output_static():
+    """minilm-l3's masked mean pooling: Expand(mask, Shape(hidden)) folds to a constant shape,
+    which must reach the importer as a constant (as a parameter the output shape was lost)."""
+    g = GraphBuilder()
+    out = g.op("Mul", ["input", g.op("Expand", ["mask", g.op("Shape", ["input"])])])
+    program = import_onnx(g.model({"input": (1, 4, 3), "mask": (1, 4, 1)}, out, (1, 4, 3)))
+    assert program.outputs[0].shape == (1, 4, 3) and not program.params
+
+
+def test_negative_squeeze_axes_survive_layout_conversion():
+    from tvm import relax
+
+    g = GraphBuilder()
+    g.inits.append(numpy_helper.from_array(np.array([-1], np.int64), "axes"))
+    out = g.op("Squeeze", ["input", "axes"])
+    mod = import_onnx(g.model({"input": (1, 4, 1)}, out, (1, 4))).mod
+    relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]})(mod)  # std::bad_alloc on axis=[-1]
+    assert "axis=[2]" in mod["main"].script()

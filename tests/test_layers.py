@@ -15,7 +15,7 @@ PACKAGES = ("compiler", "passes", "targets")
 # The core: below passes; imports nothing above it.
 CORE = {"compiler", "compiler.errors", "compiler.program", "compiler.ir", "compiler.frontend", "compiler.atomic",
         "compiler.hostexec", "compiler.progress", "compiler.fold_shapes", "compiler.conv_transpose",
-        "compiler.onnx_checks"}
+        "compiler.onnx_checks", "compiler.control_flow", "compiler.recurrent"}
 RANK = {"core": 0, "passes": 1, "targets": 2, "driver": 3}
 
 

@@ -249,3 +249,19 @@ def test_tuned_functions_are_left_alone():
     (func,) = [f for _, f in out.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert tvm_ffi.structural_equal(func.body, mod[gvar].body)
     assert RULE_ATTR not in func.attrs
+
+
+def test_argmax_reduction_is_not_taken_for_a_multiply_accumulate():
+    """ArgMax reduces (index, value) pairs, its block body is no single store: the reduction
+    schedules must pass it by (it crashed the FP32 compile of a real OCR model)."""
+    import compiler
+    from compiler.runtime import Module
+
+    model = _model([helper.make_node("Conv", ["x", "w"], ["c"]),
+                    helper.make_node("ArgMax", ["c"], ["i"], axis=1, keepdims=0)],
+                   [("x", [1, 8, 6, 20])], ("i", [1, 6, 20]), [("w", _weights(12, 8, 1, 1))])
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT64
+    x = RNG.standard_normal((1, 8, 6, 20)).astype(np.float32)
+    ours = next(iter(Module(compiler.compile(model)).run({"x": x}).values()))
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(ours, ref)

@@ -73,7 +73,7 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], ori
     counts = set()
     for spec in inputs:
         arr = np.asarray(arrays[spec.name])
-        if arr.shape[1:] != spec.shape[1:]:
+        if arr.shape[1:] != spec.shape[1:] or (not spec.shape and arr.ndim > 1):
             raise SqueezeError(
                 f"calibration array '{spec.name}' has shape {list(arr.shape)}, expected [N, "
                 f"{', '.join(map(str, spec.shape[1:]))}]: reshape or preprocess the data"
@@ -81,12 +81,19 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], ori
         if arr.dtype != np.dtype(spec.dtype):
             raise SqueezeError(f"calibration array '{spec.name}' has dtype {arr.dtype}, the model takes "
                                f"{spec.dtype}: convert it")
-        counts.add(len(arr) // spec.shape[0])
-    n = min(counts)
+        if arr.ndim:  # a scalar input takes one value per sample ([N]), or one for all (a scalar)
+            counts.add(len(arr) // (spec.shape[0] if spec.shape else 1))
+    n = min(counts, default=1)
     if n == 0:
         raise SqueezeError(f"calibration data {origin} is empty: give at least one sample per input")
-    return [{s.name: np.asarray(arrays[s.name])[i * s.shape[0]:(i + 1) * s.shape[0]] for s in inputs}
-            for i in range(n)]
+    return [{s.name: _sample(np.asarray(arrays[s.name]), s, i) for s in inputs} for i in range(n)]
+
+
+def _sample(arr: np.ndarray, spec: TensorSpec, i: int) -> np.ndarray:
+    """Batch ``i`` of a calibration array for input ``spec``."""
+    if not spec.shape:
+        return arr[i] if arr.ndim else arr
+    return arr[i * spec.shape[0]:(i + 1) * spec.shape[0]]
 
 
 def _npz_and_key(source: str | os.PathLike) -> tuple[Path, str | None]:
@@ -174,6 +181,7 @@ class ChannelMean:
         self.count = 0
 
     def update(self, x: np.ndarray) -> None:
+        x = np.atleast_1d(x)  # a scalar is one channel
         axis = 1 if x.ndim == 4 else x.ndim - 1
         moved = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis]).astype(np.float64)
         self.total = moved.sum(axis=0) + (0 if self.total is None else self.total)

@@ -137,7 +137,10 @@ def uses_var(expr: tirx.PrimExpr, var: tirx.Var) -> bool:
 
 def is_multiply_accumulate(sch: s_tir.Schedule, block: SBlockRV) -> bool:
     """Whether a reduction block computes ``C = C + A * B`` (casts allowed)."""
-    value = sch.get(block).body.value
+    body = sch.get(block).body
+    if not isinstance(body, tirx.BufferStore):  # e.g. ArgMax: a reduction over (index, value) pairs
+        return False
+    value = body.value
     if not isinstance(value, tirx.Add):
         return False
     product = value.b
