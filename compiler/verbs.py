@@ -125,15 +125,11 @@ def _read_artifact(path: str, verb: str):
 
 def builds(manifest) -> dict[int, tuple[list, list]]:
     """``{batch: (input specs, output specs)}`` of every batch size the artifact holds, the default
-    first; the batch is the leading dimension the inputs share."""
-    out = {}
-    for _, inputs, outputs in manifest.builds():
-        leading = {s.shape[0] if s.shape else 1 for s in inputs}
-        if len(leading) != 1:
-            raise SqueezeError(f"the artifact's inputs have different leading dimensions ({sorted(leading)}): "
-                               "this verb needs one batch axis shared by every input")
-        out[leading.pop()] = (list(inputs), list(outputs))
-    return out
+    first; the batch is the first input's leading dimension, as compile takes it (a recurrent
+    state input such as ``[2, 1, 128]`` may lead with another)."""
+    from .program import batch_of
+
+    return {batch_of(inputs): (list(inputs), list(outputs)) for _, inputs, outputs in manifest.builds()}
 
 
 def _positive(value: int | None, flag: str, example: str) -> None:
