@@ -24,6 +24,13 @@ MANIFEST = "manifest.json"
 CROSS_PACKAGES = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu"}  # compiler -> Debian package
 
 
+def require_compiler(cross_compiler: str) -> None:
+    """One line naming the package to install when the cross compiler (linker) is missing."""
+    if shutil.which(cross_compiler) is None:
+        raise SqueezeError(f"cross compiler {cross_compiler} not found: install it (Debian: apt-get install "
+                           f"{CROSS_PACKAGES.get(cross_compiler, cross_compiler)})")
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -117,9 +124,7 @@ class Artifact:
         default batch (``manifest.inputs``) first; the batch is the inputs' leading dim."""
         kwargs = {}
         if cross_compiler is not None:
-            if shutil.which(cross_compiler) is None:
-                raise SqueezeError(f"cross compiler {cross_compiler} not found: install it (Debian: apt-get install "
-                                   f"{CROSS_PACKAGES.get(cross_compiler, cross_compiler)})")
+            require_compiler(cross_compiler)
             kwargs["fcompile"] = cc.cross_compiler(cross_compiler)
         data, entries = {}, []
         with tempfile.TemporaryDirectory() as tmp:
