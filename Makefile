@@ -8,7 +8,7 @@ export SQUEEZE_TORCH_PYTHON ?= $(CURDIR)/$(TORCH_VENV)/bin/python
 export TVM_NUM_THREADS ?= 2
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
-.PHONY: install torch data demo test test-all bench clean
+.PHONY: install torch data cross demo test test-all bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt setup.py
@@ -35,10 +35,19 @@ $(CACHE)/.fmnist:
 	  || (cd $(CACHE) && apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb $(CACHE)/fmnist-deb)
 	touch $@
 
+# AArch64 cross compiler and user-mode emulator from Debian, for the ARM targets (tests skip without them).
+CROSS_TOOLS := aarch64-linux-gnu-gcc qemu-aarch64
+CROSS_PACKAGES := gcc-aarch64-linux-gnu qemu-user
+cross:
+	@for t in $(CROSS_TOOLS); do command -v $$t >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] \
+	  || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq $(CROSS_PACKAGES) || (apt-get update -qq && apt-get install -y -qq $(CROSS_PACKAGES))); } \
+	  || echo "note: ARM tests will skip: install $(CROSS_PACKAGES) (apt-get, as root)"
+
 demo: install data
 	$(VENV)/bin/python -m compiler.demo
 
-test: install torch data
+test: install torch data cross
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
 
 test-all: PYTEST_ARGS :=

@@ -72,7 +72,8 @@ def calibration_source(args):
 def add_quantization_args(parser: argparse.ArgumentParser, title: str = "quantization") -> None:
     """``--quantize``, ``--calib`` and the quantizer's options (compile, tune, export)."""
     q = parser.add_argument_group(title)
-    q.add_argument("--quantize", metavar="int8[:SCHEME]", help="post-training quantization scheme or alias")
+    q.add_argument("--quantize", metavar="int8[:SCHEME]",
+                   help="post-training quantization: int8 (the target's default scheme), int8:SCHEME or an alias")
     add_calibration_args(q)
     q.add_argument("--observer", default="minmax", help="minmax, moving_average, percentile, entropy, mse")
     q.add_argument("--skip", help="comma-separated layers kept float (ONNX node names or conv2d_N)")
@@ -109,7 +110,8 @@ def quant_config(args, data=None, required: bool = False):
 
     if not args.calib:
         raise SqueezeError("--quantize needs calibration data: add --calib data.npz (or a folder of images)")
-    scheme = (args.quantize.partition(":")[2] or args.quantize) if args.quantize else None
+    # plain "int8": the target's default scheme (u8 x s8 on x86, s8 x s8 on ARM sdot)
+    scheme = (args.quantize.partition(":")[2] or args.quantize) if args.quantize not in (None, "int8") else None
     return QuantConfig(
         scheme=scheme, calibration=data, observer=args.observer,
         skip=[s for s in (args.skip or "").split(",") if s], skip_ops=args.skip_op or [],

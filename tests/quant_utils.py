@@ -2,12 +2,15 @@
 numpy integer references for the integer layers."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import tvm
 from tvm import relax
 
 from compiler.build import build
+from compiler.program import Program, TensorSpec
 from passes.quantize.realize import QOutput, QTensor, integer_layer
 from passes.quantize.requantize import Requant, requantize_reference
 from passes.quantize.schemes import QuantSpec
@@ -142,3 +145,127 @@ def needs_int8_host():
 
     return pytest.mark.skipif(not get_target("x86").integer_ops, reason="host has no integer dot-product ISA "
                                                                          "(needs avx2 or better)")
+
+
+def layer_program(x: relax.Var, body) -> Program:
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body())
+        bb.emit_func_output(out)
+    mod = bb.get()
+    shape = tuple(int(d) for d in x.ty.shape)
+    out_ty = mod["main"].ret_ty
+    return Program(mod, {}, [TensorSpec("x", shape, str(x.ty.dtype))],
+                   [TensorSpec("y", tuple(int(d) for d in out_ty.shape), str(out_ty.dtype))])
+
+
+# ---- independent numpy references of integer layers (not passes.quantize.requantize) ----------
+
+def fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``M = m0 · 2^-n`` with ``m0`` in [2^30, 2^31) rounded to nearest (the requantize spec)."""
+    m0, shift = [], []
+    for m in np.asarray(multiplier, np.float64).reshape(-1):
+        mant, exp = math.frexp(float(m))
+        q = round(mant * 2 ** 31)
+        if q == 2 ** 31:
+            q, exp = q // 2, exp + 1
+        m0.append(q)
+        shift.append(31 - exp)
+    return np.array(m0, np.int64), np.array(shift, np.int64)
+
+
+def requantize_codes(acc: np.ndarray, multiplier: np.ndarray, zero: int, lo: int, hi, axis: int, fixed: bool,
+                dtype: str) -> np.ndarray:
+    """int64 accumulators → codes: float32 ``round(acc·M)`` (half to even) or fixed point
+    ``(acc·m0 + 2^(n-1)) >> n`` (int64, half up), then ``+ zero`` and a clip to ``[lo, hi]``
+    (``hi`` may be per channel)."""
+    shape = [1] * acc.ndim
+    shape[axis] = -1
+    if fixed:
+        m0, shift = (a.reshape(shape) for a in fixed_point(multiplier))
+        assert np.abs(acc).max() < 2 ** 31
+        q = ((acc.astype(np.int64) * m0 + (np.int64(1) << (shift - 1))) >> shift) + zero
+    else:
+        q = np.round(acc.astype(np.int32).astype(np.float32) * np.asarray(multiplier, np.float32).reshape(shape))
+        q = q.astype(np.int64) + zero
+    hi = np.asarray(hi).reshape(shape) if np.size(hi) > 1 else int(hi)
+    return np.minimum(np.maximum(q, lo), hi).astype(dtype)
+
+
+def layer_multiplier(x_scale: float, w_scale: np.ndarray, out_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(per-output-channel ``s_x · s_w``, requantization multiplier), in float32 like ONNX Runtime."""
+    per_out = np.float32(x_scale) * np.asarray(w_scale, np.float32)
+    return per_out, per_out / np.float32(out_scale)
+
+
+def tie_channels(rng, codes: np.ndarray, axis: int, fixed: bool) -> np.ndarray:
+    """Per-channel weight scales. For fixed point, every other channel gets small weight codes
+    and a power-of-two multiplier, so that many ``acc · M`` are exact halves (where the two
+    rounding rules differ); the others get full-range codes and arbitrary multipliers."""
+    channels = codes.shape[axis]
+    if not fixed:
+        return rng.uniform(0.001, 0.01, channels)
+    w_scale = rng.uniform(2.0 ** -13, 2.0 ** -11, channels)
+    ties = np.arange(0, channels, 2)
+    w_scale[ties] = 2.0 ** -rng.integers(4, 7, ties.size)
+    index = [slice(None)] * codes.ndim
+    index[axis] = ties
+    codes[tuple(index)] = rng.integers(-3, 4, codes[tuple(index)].shape)
+    return w_scale
+
+
+def check_rule_matters(acc, mult, out: QOutput, axis: int, fixed: bool, want: np.ndarray) -> None:
+    """With ties, the other requantization rule gives different codes: the case can fail."""
+    if fixed:
+        other = requantize_codes(acc, mult, out.zero, out.lo, out.hi, axis, not fixed, out.dtype)
+        assert (other != want).any(), "no rounding tie: the case cannot tell the two rules apart"
+
+
+def conv_layer(case, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, seed: int,
+                x_range=(None, None), w_range=(-128, 128)):
+    """A conv2d integer layer built like realize does, its input codes and numpy expected output."""
+    n, c, h, w, o, k, stride, pad, dil, groups = case
+    rng = np.random.default_rng(seed)
+    info = np.iinfo(x_spec.dtype)
+    lo, hi = (info.min if x_range[0] is None else x_range[0]), (info.max if x_range[1] is None else x_range[1])
+    x_codes = rng.integers(lo, hi + 1, (n, c, h, w)).astype(x_spec.dtype)
+    x_codes.reshape(-1)[:2] = (lo, hi)
+    codes = rng.integers(*w_range, (o, c // groups, k, k)).astype(np.int8)
+    w_scale, bias = tie_channels(rng, codes, 0, fixed), rng.standard_normal(o)
+    x = relax.Var("x", relax.TensorType((n, c, h, w), x_spec.dtype))
+    attrs = dict(strides=[stride] * 2, padding=[pad] * 4, dilation=[dil] * 2, groups=groups)
+    call = relax.BlockBuilder().normalize(relax.op.nn.conv2d(
+        relax.Var("f", relax.TensorType((n, c, h, w), "float32")), relax.const(np.zeros(codes.shape, np.float32)),
+        **attrs))
+    x_scale = 0.25 if fixed else 0.02
+    program = layer_program(x, lambda: integer_layer(call, QTensor(x, x_scale, x_zero, x_spec), codes, w_scale, bias,
+                                                out, fixed))
+    per_out, mult = layer_multiplier(x_scale, w_scale, out.scale)
+    acc = numpy_conv(x_codes.astype(np.int64) - x_zero, codes, stride, pad, dil, groups, pad_value=0)
+    acc = acc + np.round(bias / per_out).astype(np.int64).reshape(1, -1, 1, 1)
+    want = requantize_codes(acc, mult, out.zero, out.lo, out.hi, 1, fixed, out.dtype)
+    check_rule_matters(acc, mult, out, 1, fixed, want)
+    return program, x_codes, want
+
+
+def matmul_layer(shape, n_out: int, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, seed: int):
+    """A matmul integer layer ``x[shape] @ W[K, n_out]`` (+ bias), its input codes and expected output."""
+    rng = np.random.default_rng(seed)
+    k = shape[-1]
+    info = np.iinfo(x_spec.dtype)
+    x_codes = rng.integers(info.min, info.max + 1, shape).astype(x_spec.dtype)
+    x_codes.reshape(-1)[:2] = (info.min, info.max)
+    codes = rng.integers(-128, 128, (k, n_out)).astype(np.int8)
+    w_scale, bias = tie_channels(rng, codes, 1, fixed), rng.standard_normal(n_out)
+    x = relax.Var("x", relax.TensorType(shape, x_spec.dtype))
+    call = relax.BlockBuilder().normalize(relax.op.matmul(relax.Var("f", relax.TensorType(shape, "float32")),
+                                                          relax.const(np.zeros((k, n_out), np.float32))))
+    x_scale = 0.25 if fixed else 0.03
+    program = layer_program(x, lambda: integer_layer(call, QTensor(x, x_scale, x_zero, x_spec), codes, w_scale, bias,
+                                                out, fixed))
+    per_out, mult = layer_multiplier(x_scale, w_scale, out.scale)
+    acc = (x_codes.astype(np.int64) - x_zero) @ codes.astype(np.int64) + np.round(bias / per_out).astype(np.int64)
+    want = requantize_codes(acc, mult, out.zero, out.lo, out.hi, -1, fixed, out.dtype)
+    check_rule_matters(acc, mult, out, -1, fixed, want)
+    return program, x_codes, want

@@ -6,7 +6,6 @@ compiled through the full x86 pipeline, whose kernel must be the packed integer 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from tvm import relax
 
 from compiler.build import build, lower
 from compiler.profile import kernel_table
-from compiler.program import Program, TensorSpec
+from compiler.program import Program
 from passes.quantize.realize import QOutput, QTensor, integer_layer
 from passes.quantize.requantize import Requant, requantize_reference
 from targets import get_target
@@ -25,26 +24,14 @@ from targets.integer.kernels import (ConvShape, conv2d, depthwise_conv2d, depthw
                                      pack_depthwise_weight, pack_matmul_weight, width_fold)
 from targets.integer.schedule import schedule_int8
 from targets.x86.intrin import AVX2, AVX512, ISAS, VNNI
-from quant_utils import U8, host_can_run, matmul_layer_case, needs_host, needs_int8_host, numpy_conv, on_host
+from quant_utils import (U8, conv_layer, host_can_run, layer_program, matmul_layer, matmul_layer_case, needs_host,
+                         needs_int8_host, numpy_conv, on_host)
 
 TARGET_NAMES = ["x86-vnni", "x86-avx512", "x86-avx2"]
 TARGETS = on_host(*TARGET_NAMES)  # each skips where the host lacks its ISA (SIGILL otherwise)
 ISA_PARAMS = [pytest.param(i.name, marks=needs_host(f"x86-{i.name}"), id=i.name) for i in ISAS]
 S8 = QuantSpec(8, symmetric=True)
 BY_NAME = {isa.name: isa for isa in ISAS}
-
-
-def _program(x: relax.Var, body) -> Program:
-    bb = relax.BlockBuilder()
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            out = bb.emit_output(body())
-        bb.emit_func_output(out)
-    mod = bb.get()
-    shape = tuple(int(d) for d in x.ty.shape)
-    out_ty = mod["main"].ret_ty
-    return Program(mod, {}, [TensorSpec("x", shape, str(x.ty.dtype))],
-                   [TensorSpec("y", tuple(int(d) for d in out_ty.shape), str(out_ty.dtype))])
 
 
 def _run(program: Program, target: str, data: np.ndarray, runs: int = 4) -> np.ndarray:
@@ -88,7 +75,8 @@ def test_conv_bit_exact(case, target):
     call = relax.BlockBuilder().normalize(relax.op.nn.conv2d(
         relax.Var("f", relax.TensorType((n, c, h, w), "float32")), relax.const(np.zeros(codes.shape, np.float32)),
         **attrs))
-    program = _program(x, lambda: integer_layer(call, QTensor(x, 0.02, zero, U8), codes, w_scale, bias, out, False))
+    program = layer_program(x, lambda: integer_layer(call, QTensor(x, 0.02, zero, U8), codes, w_scale, bias, out,
+                                                     False))
     got = _run(program, target, x_codes)
     acc = numpy_conv(x_codes, codes, stride, pad, dil, groups, pad_value=zero)
     per_out = np.float32(0.02) * w_scale.astype(np.float32)
@@ -104,7 +92,7 @@ def test_conv_bit_exact(case, target):
                          ids=["vec", "fc", "batched3d", "k130"])
 def test_matmul_bit_exact(shape, n_out, target):
     x, body, x_codes, want = matmul_layer_case(shape, n_out, weight_low=-128, seed=len(shape) + n_out)
-    got = _run(_program(x, body), target, x_codes)
+    got = _run(layer_program(x, body), target, x_codes)
     np.testing.assert_array_equal(got, want)
 
 
@@ -148,7 +136,8 @@ def test_signed_activations_are_shifted(target):
     x_codes[0, 0, 0, :2] = (-128, 127)
     codes = rng.integers(-128, 128, (9, 5, 3, 3)).astype(np.int8)
     x = relax.Var("x", relax.TensorType(x_codes.shape, "int8"))
-    program = _program(x, lambda: relax.op.nn.conv2d(x, relax.const(codes), padding=[1] * 4, out_dtype="int32"))
+    program = layer_program(x, lambda: relax.op.nn.conv2d(x, relax.const(codes), padding=[1] * 4,
+                                                          out_dtype="int32"))
     got = _run(program, target, x_codes)
     np.testing.assert_array_equal(got, numpy_conv(x_codes, codes, 1, 1, 1, 1, pad_value=0))
 
@@ -173,117 +162,6 @@ def test_isa_selection():
     assert select_isa({"sse4.2"}, ISAS) is None
 
 
-# ---- independent numpy references of the layer epilogue (not passes.quantize.requantize) -------
-
-def _fixed_point(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``M = m0 · 2^-n`` with ``m0`` in [2^30, 2^31) rounded to nearest (the requantize spec)."""
-    m0, shift = [], []
-    for m in np.asarray(multiplier, np.float64).reshape(-1):
-        mant, exp = math.frexp(float(m))
-        q = round(mant * 2 ** 31)
-        if q == 2 ** 31:
-            q, exp = q // 2, exp + 1
-        m0.append(q)
-        shift.append(31 - exp)
-    return np.array(m0, np.int64), np.array(shift, np.int64)
-
-
-def _requantize(acc: np.ndarray, multiplier: np.ndarray, zero: int, lo: int, hi, axis: int, fixed: bool,
-                dtype: str) -> np.ndarray:
-    """int64 accumulators → codes: float32 ``round(acc·M)`` (half to even) or fixed point
-    ``(acc·m0 + 2^(n-1)) >> n`` (int64, half up), then ``+ zero`` and a clip to ``[lo, hi]``
-    (``hi`` may be per channel)."""
-    shape = [1] * acc.ndim
-    shape[axis] = -1
-    if fixed:
-        m0, shift = (a.reshape(shape) for a in _fixed_point(multiplier))
-        assert np.abs(acc).max() < 2 ** 31
-        q = ((acc.astype(np.int64) * m0 + (np.int64(1) << (shift - 1))) >> shift) + zero
-    else:
-        q = np.round(acc.astype(np.int32).astype(np.float32) * np.asarray(multiplier, np.float32).reshape(shape))
-        q = q.astype(np.int64) + zero
-    hi = np.asarray(hi).reshape(shape) if np.size(hi) > 1 else int(hi)
-    return np.minimum(np.maximum(q, lo), hi).astype(dtype)
-
-
-def _layer_multiplier(x_scale: float, w_scale: np.ndarray, out_scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """(per-output-channel ``s_x · s_w``, requantization multiplier), in float32 like ONNX Runtime."""
-    per_out = np.float32(x_scale) * np.asarray(w_scale, np.float32)
-    return per_out, per_out / np.float32(out_scale)
-
-
-def _tie_channels(rng, codes: np.ndarray, axis: int, fixed: bool) -> np.ndarray:
-    """Per-channel weight scales. For fixed point, every other channel gets small weight codes
-    and a power-of-two multiplier, so that many ``acc · M`` are exact halves (where the two
-    rounding rules differ); the others get full-range codes and arbitrary multipliers."""
-    channels = codes.shape[axis]
-    if not fixed:
-        return rng.uniform(0.001, 0.01, channels)
-    w_scale = rng.uniform(2.0 ** -13, 2.0 ** -11, channels)
-    ties = np.arange(0, channels, 2)
-    w_scale[ties] = 2.0 ** -rng.integers(4, 7, ties.size)
-    index = [slice(None)] * codes.ndim
-    index[axis] = ties
-    codes[tuple(index)] = rng.integers(-3, 4, codes[tuple(index)].shape)
-    return w_scale
-
-
-def _check_rule_matters(acc, mult, out: QOutput, axis: int, fixed: bool, want: np.ndarray) -> None:
-    """With ties, the other requantization rule gives different codes: the case can fail."""
-    if fixed:
-        other = _requantize(acc, mult, out.zero, out.lo, out.hi, axis, not fixed, out.dtype)
-        assert (other != want).any(), "no rounding tie: the case cannot tell the two rules apart"
-
-
-def _conv_layer(case, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, seed: int,
-                x_range=(None, None), w_range=(-128, 128)):
-    """A conv2d integer layer built like realize does, its input codes and numpy expected output."""
-    n, c, h, w, o, k, stride, pad, dil, groups = case
-    rng = np.random.default_rng(seed)
-    info = np.iinfo(x_spec.dtype)
-    lo, hi = (info.min if x_range[0] is None else x_range[0]), (info.max if x_range[1] is None else x_range[1])
-    x_codes = rng.integers(lo, hi + 1, (n, c, h, w)).astype(x_spec.dtype)
-    x_codes.reshape(-1)[:2] = (lo, hi)
-    codes = rng.integers(*w_range, (o, c // groups, k, k)).astype(np.int8)
-    w_scale, bias = _tie_channels(rng, codes, 0, fixed), rng.standard_normal(o)
-    x = relax.Var("x", relax.TensorType((n, c, h, w), x_spec.dtype))
-    attrs = dict(strides=[stride] * 2, padding=[pad] * 4, dilation=[dil] * 2, groups=groups)
-    call = relax.BlockBuilder().normalize(relax.op.nn.conv2d(
-        relax.Var("f", relax.TensorType((n, c, h, w), "float32")), relax.const(np.zeros(codes.shape, np.float32)),
-        **attrs))
-    x_scale = 0.25 if fixed else 0.02
-    program = _program(x, lambda: integer_layer(call, QTensor(x, x_scale, x_zero, x_spec), codes, w_scale, bias,
-                                                out, fixed))
-    per_out, mult = _layer_multiplier(x_scale, w_scale, out.scale)
-    acc = numpy_conv(x_codes.astype(np.int64) - x_zero, codes, stride, pad, dil, groups, pad_value=0)
-    acc = acc + np.round(bias / per_out).astype(np.int64).reshape(1, -1, 1, 1)
-    want = _requantize(acc, mult, out.zero, out.lo, out.hi, 1, fixed, out.dtype)
-    _check_rule_matters(acc, mult, out, 1, fixed, want)
-    return program, x_codes, want
-
-
-def _matmul_layer(shape, n_out: int, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, seed: int):
-    """A matmul integer layer ``x[shape] @ W[K, n_out]`` (+ bias), its input codes and expected output."""
-    rng = np.random.default_rng(seed)
-    k = shape[-1]
-    info = np.iinfo(x_spec.dtype)
-    x_codes = rng.integers(info.min, info.max + 1, shape).astype(x_spec.dtype)
-    x_codes.reshape(-1)[:2] = (info.min, info.max)
-    codes = rng.integers(-128, 128, (k, n_out)).astype(np.int8)
-    w_scale, bias = _tie_channels(rng, codes, 1, fixed), rng.standard_normal(n_out)
-    x = relax.Var("x", relax.TensorType(shape, x_spec.dtype))
-    call = relax.BlockBuilder().normalize(relax.op.matmul(relax.Var("f", relax.TensorType(shape, "float32")),
-                                                          relax.const(np.zeros((k, n_out), np.float32))))
-    x_scale = 0.25 if fixed else 0.03
-    program = _program(x, lambda: integer_layer(call, QTensor(x, x_scale, x_zero, x_spec), codes, w_scale, bias,
-                                                out, fixed))
-    per_out, mult = _layer_multiplier(x_scale, w_scale, out.scale)
-    acc = (x_codes.astype(np.int64) - x_zero) @ codes.astype(np.int64) + np.round(bias / per_out).astype(np.int64)
-    want = _requantize(acc, mult, out.zero, out.lo, out.hi, -1, fixed, out.dtype)
-    _check_rule_matters(acc, mult, out, -1, fixed, want)
-    return program, x_codes, want
-
-
 U8_OUT = QOutput(scale=2 ** -4, zero=7, lo=7, hi=255, dtype="uint8")
 
 
@@ -292,7 +170,7 @@ U8_OUT = QOutput(scale=2 ** -4, zero=7, lo=7, hi=255, dtype="uint8")
                          ids=["conv3x3", "depthwise_s2"])
 def test_fixed_point_requantize_conv_bit_exact(case, target):
     """Integer-only requantization (int64 multiply + rounding shift) fused into the conv epilogue."""
-    program, x_codes, want = _conv_layer(case, U8, 113, U8_OUT, fixed=True, seed=sum(case))
+    program, x_codes, want = conv_layer(case, U8, 113, U8_OUT, fixed=True, seed=sum(case))
     np.testing.assert_array_equal(_run(program, target, x_codes), want)
 
 
@@ -300,7 +178,7 @@ def test_fixed_point_requantize_conv_bit_exact(case, target):
 @pytest.mark.parametrize("shape,n_out", [((4, 64), 40), ((2, 3, 20), 16)], ids=["fc", "batched3d"])
 def test_fixed_point_requantize_matmul_bit_exact(shape, n_out, target):
     """Integer-only requantization fused into the matmul epilogue."""
-    program, x_codes, want = _matmul_layer(shape, n_out, U8, 100, U8_OUT, fixed=True, seed=n_out)
+    program, x_codes, want = matmul_layer(shape, n_out, U8, 100, U8_OUT, fixed=True, seed=n_out)
     np.testing.assert_array_equal(_run(program, target, x_codes), want)
 
 
@@ -314,7 +192,7 @@ def test_depthwise_int32_branch_bit_exact(target):
     n, c, h, w, o, k, stride, pad, dil, groups = DEPTHWISE_23
     assert depthwise_dtype(ConvShape(n, h, w, c, o, k, k, (stride,) * 2, (pad,) * 4, (dil,) * 2, groups)) == "int32"
     out = QOutput(scale=0.02, zero=128, lo=0, hi=255, dtype="uint8")
-    program, x_codes, want = _conv_layer(DEPTHWISE_23, U8, 250, out, fixed=False, seed=23, x_range=(244, 255),
+    program, x_codes, want = conv_layer(DEPTHWISE_23, U8, 250, out, fixed=False, seed=23, x_range=(244, 255),
                                          w_range=(-128, -119))
     np.testing.assert_array_equal(_run(program, target, x_codes), want)
     assert len(np.unique(want)) > 30
@@ -346,7 +224,7 @@ S8_OUT = QOutput(scale=0.08, zero=-3, lo=-128, hi=127, dtype="int8")
 def test_signed_activation_matmul_bit_exact(shape, n_out, target):
     """int8 activations (-128..127) into a matmul: the uint8 kernel's shift by 128 and its
     ``-128·Σw`` correction give the exact signed result (int8 output codes)."""
-    program, x_codes, want = _matmul_layer(shape, n_out, S8, 0, S8_OUT, fixed=False, seed=n_out)
+    program, x_codes, want = matmul_layer(shape, n_out, S8, 0, S8_OUT, fixed=False, seed=n_out)
     assert x_codes.min() == -128 and x_codes.max() == 127
     np.testing.assert_array_equal(_run(program, target, x_codes), want)
 
@@ -359,7 +237,7 @@ def test_signed_activation_matmul_raw_int32(target):
     x_codes[0, :2] = (-128, 127)
     codes = rng.integers(-128, 128, (36, 20)).astype(np.int8)
     x = relax.Var("x", relax.TensorType(x_codes.shape, "int8"))
-    program = _program(x, lambda: relax.op.matmul(x, relax.const(codes), out_dtype="int32"))
+    program = layer_program(x, lambda: relax.op.matmul(x, relax.const(codes), out_dtype="int32"))
     got = _run(program, target, x_codes)
     np.testing.assert_array_equal(got, x_codes.astype(np.int64) @ codes.astype(np.int64))
 
@@ -375,10 +253,10 @@ def test_per_channel_relu6_clip_bit_exact(kind, fixed, target):
     hi[:3] = (255, 60, 61)
     out = QOutput(scale=2 ** -5, zero=40, lo=40, hi=hi, dtype="uint8")
     if kind == "conv":
-        program, x_codes, want = _conv_layer((1, 8, 8, 8, channels, 3, 1, 1, 1, 1), U8, 9, out, fixed, seed=6)
+        program, x_codes, want = conv_layer((1, 8, 8, 8, channels, 3, 1, 1, 1, 1), U8, 9, out, fixed, seed=6)
         clipped = (want == hi.reshape(1, -1, 1, 1)) & (hi.reshape(1, -1, 1, 1) < 255)
     else:
-        program, x_codes, want = _matmul_layer((4, 48), channels, U8, 9, out, fixed, seed=6)
+        program, x_codes, want = matmul_layer((4, 48), channels, U8, 9, out, fixed, seed=6)
         clipped = (want == hi) & (hi < 255)
     assert clipped.any() and (want > hi.min()).any()   # the per-channel bound matters
     np.testing.assert_array_equal(_run(program, target, x_codes), want)

@@ -17,7 +17,8 @@ from compiler.errors import SqueezeError
 
 @dataclass(frozen=True)
 class DotISA:
-    """One integer dot-product instruction as the kernels use it: ``C[L] += A[G] · B[L, G]``.
+    """One integer dot-product instruction as the kernels use it: ``C[L] += A[G] · B[L, G]``,
+    or, for a matrix instruction of ``rows`` > 1 (``smmla``), ``C[R, L] += A[R, G] · B[L, G]^T``.
 
     Attributes
     ----------
@@ -38,11 +39,14 @@ class DotISA:
     registers : int
         Architectural vector registers (accumulators plus operands must fit).
     vector_bytes : int
-        Bytes of one accumulator vector (``4 * lanes``) and of the SIMD registers.
+        Bytes of one accumulator vector (``4 * lanes * rows``) and of the SIMD registers.
     features : tuple of str
         LLVM CPU features a target needs for this instruction.
     instruction : str
         The instruction's name, for ``squeeze targets`` (e.g. ``vpdpbusd zmm``).
+    rows : int
+        Activation rows (matrix rows) one instruction takes; above 1 only the matmul kernel
+        uses the ISA (a conv's neighbouring pixels are not one strided operand).
     """
 
     name: str
@@ -55,6 +59,7 @@ class DotISA:
     vector_bytes: int
     features: tuple[str, ...] = ()
     instruction: str = ""
+    rows: int = 1
 
     @property
     def shifts_signed(self) -> bool:
@@ -92,8 +97,11 @@ def select_isa(features: Iterable[str], candidates: Iterable[DotISA]) -> DotISA 
     return next((isa for isa in candidates if set(isa.features) <= feats), None)
 
 
-def dot_desc(lanes: int, group: int, act_dtype: str, weight_dtype: str):
-    """TensorIntrin description shared by every ISA: ``C[i] += A[k] * B[i, k]`` in int32."""
+def dot_desc(lanes: int, group: int, act_dtype: str, weight_dtype: str, rows: int = 1):
+    """TensorIntrin description shared by every ISA: ``C[i] += A[k] * B[i, k]`` in int32, or
+    ``C[r, i] += A[r, k] * B[i, k]`` with strided rows of ``A`` and ``C`` when ``rows`` > 1."""
+    if rows > 1:
+        return _matrix_desc(rows, lanes, group, act_dtype, weight_dtype)
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
@@ -107,5 +115,23 @@ def dot_desc(lanes: int, group: int, act_dtype: str, weight_dtype: str):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
                     C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def _matrix_desc(rows: int, lanes: int, group: int, act_dtype: str, weight_dtype: str):
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        row_a, row_c = T.int32(), T.int32()
+        A = T.match_buffer(a, (rows, group), act_dtype, offset_factor=1, strides=[row_a, 1])
+        B = T.match_buffer(b, (lanes, group), weight_dtype, offset_factor=1)
+        C = T.match_buffer(c, (rows, lanes), "int32", offset_factor=1, strides=[row_c, 1])
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:lanes], A[0:rows, 0:group], B[0:lanes, 0:group])
+            T.writes(C[0:rows, 0:lanes])
+            for r, i, k in T.grid(rows, lanes, group):
+                with T.sblock("update"):
+                    vr, vi, vk = T.axis.remap("SSR", [r, i, k])
+                    C[vr, vi] = C[vr, vi] + T.cast(A[vr, vk], "int32") * T.cast(B[vi, vk], "int32")
 
     return desc

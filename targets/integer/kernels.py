@@ -189,6 +189,8 @@ def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHW
     ``pad_value`` fills the spatial padding (the input's zero point); ``layout`` is the
     input's, NHWC or NCHW (read through the padding stage, so no transpose runs before).
     """
+    if isa.rows != 1:
+        raise ValueError(f"conv2d kernels take one-row dot products, not '{isa.name}' ({isa.rows} rows)")
     lanes, grp, groups = isa.lanes, isa.group, shape.groups
     icg, ocg = shape.in_channels // groups, shape.out_channels // groups
     fold = width_fold(shape, isa, layout)
@@ -272,19 +274,21 @@ def pack_matmul_weight(weight_kn: np.ndarray, isa: DotISA) -> np.ndarray:
 
 
 def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA) -> tirx.PrimFunc:
-    """``x[..., rows, K]`` @ packed ``W`` → int32 ``[..., rows, N]``."""
+    """``x[..., rows, K]`` @ packed ``W`` → int32 ``[..., rows, N]`` (rows padded to the ISA's
+    ``rows`` with zeros, like ``K``)."""
     lanes, grp = isa.lanes, isa.group
-    kp, nb = _ceil_div(k, grp) * grp, _ceil_div(n, lanes)
+    kp, nb, rp = _ceil_div(k, grp) * grp, _ceil_div(n, lanes), _ceil_div(rows, isa.rows) * isa.rows
     data = te.placeholder(_i64(*batch_shape, rows, k), isa.act_dtype, name="data")
     weight = te.placeholder(_i64(nb, kp // grp, lanes, grp), isa.weight_dtype, name="weight")
-    if kp != k:
-        padded = te.compute(_i64(*batch_shape, rows, kp),
-                            lambda *i: tirx.if_then_else(i[-1] < k, data[i], tirx.const(0, isa.act_dtype)), name="pad")
+    if (kp, rp) != (k, rows):
+        padded = te.compute(_i64(*batch_shape, rp, kp),
+                            lambda *i: tirx.if_then_else(tirx.all(i[-1] < k, i[-2] < rows), data[i],
+                                                         tirx.const(0, isa.act_dtype)), name="pad")
     else:
         padded = data
     rk = _reduce(kp, "rk")
     acc = te.compute(
-        _i64(*batch_shape, rows, nb * lanes),
+        _i64(*batch_shape, rp, nb * lanes),
         lambda *i: te.sum(padded[(*i[:-1], rk)].astype("int32")
                           * weight[i[-1] // lanes, rk // grp, i[-1] % lanes, rk % grp].astype("int32"), axis=rk),
         name="matmul", attrs=_attrs("matmul", isa, math.prod(batch_shape) * rows * k * n))

@@ -165,21 +165,26 @@ def _schedule_conv2d(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
 
 
 def _schedule_matmul(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
-    """Loops ``batch..., i, j | k`` → ``par(batch..., j_out, i_out) | k_out | i_in, j_vec, [j_lane, k_in]``."""
+    """Loops ``batch..., i, j | k`` → ``par(batch..., j_out, i_out) | k_out | i_in, j_vec, [j_lane, k_in]``
+    (``i_in, j_vec, [i_row, j_lane, k_in]`` for a matrix instruction of ``isa.rows`` rows)."""
     pads, store = _around(sch, block)
     for pad in pads:
         _schedule_spatial(sch, pad, 64)
     *batch, i, j, k = sch.get_loops(block)
     rows, cols = extents(sch, [i, j])
-    tile = pick_tile(rows, cols // isa.lanes, isa.lanes, isa.registers)
+    operand = []
+    if isa.rows > 1:
+        i, ir = sch.split(i, [None, isa.rows])
+        operand = [ir]
+    tile = pick_tile(rows // isa.rows, cols // isa.lanes, isa.lanes * isa.rows, isa.registers)
     io, ii = _split_tile(sch, i, tile.rows, MAX_TILE_ROWS)
     jvec, jl = sch.split(j, [None, isa.lanes])
     jo, jv = _split_tile(sch, jvec, tile.nvec, MAX_TILE_VECTORS)
     ko, ki = sch.split(k, [None, isa.group])
-    sch.reorder(*batch, jo, io, ko, ii, jv, jl, ki)
+    sch.reorder(*batch, jo, io, ko, ii, jv, *operand, jl, ki)
     outer = sch.fuse(*batch, jo, io)
     sch.parallel(outer)
-    _finish(sch, block, store, outer, ko, [ii, jv], jl, isa)
+    _finish(sch, block, store, outer, ko, [ii, jv], (operand or [jl])[0], isa)
 
 
 def _finish(sch: s_tir.Schedule, block: SBlockRV, store: SBlockRV, tile_loop: LoopRV | None, reduce: LoopRV,

@@ -16,6 +16,7 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import ScheduleError
 
+from ..base import OpSupport
 from .conv2d import schedule_conv2d
 from .elementwise import schedule_elementwise
 from .matmul import schedule_matmul
@@ -27,6 +28,12 @@ RULES: tuple[Rule, ...] = (schedule_conv2d, schedule_matmul, schedule_pool, sche
                            schedule_elementwise)
 
 RULE_ATTR = "squeeze.schedule_rule"  # records which rule scheduled a PrimFunc
+# What these schedules accelerate, for a CPU target's ``TargetSpec.accelerates``.
+FP32_OPS = (
+    OpSupport("conv2d", ("float32",), "NHWC/OHWI", "vectorized direct conv"),
+    OpSupport("depthwise_conv2d", ("float32",), "NHWC", "vectorized direct conv"),
+    OpSupport("matmul", ("float32",), "", "register-tiled GEMM"),
+)
 log = logging.getLogger(__name__)
 
 

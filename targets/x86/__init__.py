@@ -12,17 +12,12 @@ from tvm.target.codegen import llvm_get_cpu_features
 import tvm
 
 from .. import integer
-from ..base import OpSupport, TargetSpec
+from ..base import TargetSpec
 from ..host import host_cores, host_cpu
 from ..registry import register_target
-from ..schedules import default_schedule, schedule_primfunc
+from ..schedules import FP32_OPS, default_schedule, schedule_primfunc
 from .intrin import ISAS, fix_stock_vnni
 
-FP32_OPS = (
-    OpSupport("conv2d", ("float32",), "NHWC/OHWI", "vectorized direct conv"),
-    OpSupport("depthwise_conv2d", ("float32",), "NHWC", "vectorized direct conv"),
-    OpSupport("matmul", ("float32",), "", "register-tiled GEMM"),
-)
 
 # Explicit targets: name -> (LLVM CPU, what it stands for).
 NAMED_CPUS = {

@@ -1,0 +1,69 @@
+"""AArch64 boards: Raspberry Pi 4 / 5, Jetson Orin's CPU, AWS Graviton3 and a portable baseline.
+
+Each preset names its core (``mcpu``), the ISA extensions the code may use (``mattr``) and its
+core count; code is cross-compiled for ``aarch64-linux-gnu`` and linked with
+``aarch64-linux-gnu-gcc`` (Debian ``gcc-aarch64-linux-gnu``). Integer layers run on the
+shared kernels (:mod:`targets.integer`) with the best dot product the core has: ``sdot``
+(Armv8.2 dotprod) or ``smull``/``sadalp`` (any NEON core), and ``smmla`` (Armv8.6 i8mm) for
+matmuls, see :mod:`.intrin`. All take int8 × int8, so these targets quantize symmetrically
+(``int8_sym``).
+
+``aarch64`` is portable Armv8.0 NEON code that runs on every 64-bit Arm core (Cortex-A53 and
+A72 included; the host target on an AArch64 machine, linked by the native compiler there); pick a
+board preset for ``sdot``.
+"""
+from __future__ import annotations
+
+import tvm
+from tvm.target.codegen import llvm_get_cpu_features
+
+from compiler.ir import LAYER_KINDS
+
+from .. import integer
+from ..base import TargetSpec
+from ..host import host_triple, triple_arch
+from ..registry import register_target
+from ..schedules import FP32_OPS, default_schedule, schedule_primfunc
+from .intrin import ISAS
+
+TRIPLE = "aarch64-linux-gnu"
+CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+
+# name -> (LLVM CPU, mattr, cores, what it stands for); the Pi 4's BCM2711 lacks the crypto
+# extension that LLVM's cortex-a72 assumes (the manifest lists the extensions a board must have)
+BOARDS = {
+    "rpi4": ("cortex-a72", ["+neon", "-aes", "-sha2"], 4, "Raspberry Pi 4 (4x Cortex-A72, no dotprod, no crypto)"),
+    "rpi5": ("cortex-a76", ["+neon", "+dotprod"], 4, "Raspberry Pi 5 (4x Cortex-A76)"),
+    "jetson-orin-cpu": ("cortex-a78ae", ["+neon", "+dotprod"], 12, "Jetson AGX Orin CPU (12x Cortex-A78AE)"),
+    "graviton3": ("neoverse-v1", ["+neon", "+dotprod", "+i8mm"], 64, "AWS Graviton3 (64x Neoverse V1)"),
+    "aarch64": ("generic", ["+neon"], 4, "any AArch64 core (portable Armv8.0 NEON, no dotprod)"),
+}
+
+
+def arm_spec(name: str) -> TargetSpec:
+    """The TargetSpec of board ``name`` (:data:`BOARDS`), with the best integer ISA its core has."""
+    cpu, mattr, cores, what = BOARDS[name]
+    target_json = {"kind": "llvm", "mtriple": TRIPLE, "mcpu": cpu, "mattr": list(mattr), "num-cores": cores}
+    features = frozenset(str(f) for f in llvm_get_cpu_features(tvm.target.Target(target_json)))
+    conv_isa = integer.select_isa(features, [isa for isa in ISAS if isa.rows == 1])
+    matmul_isa = integer.select_isa(features, ISAS)
+    choice = {op: matmul_isa if op == "matmul" else conv_isa for op in LAYER_KINDS}
+    ops = tuple(support for op, isa in choice.items() for support in integer.support(isa, [op]))
+    via = conv_isa.instruction + (f", {matmul_isa.instruction} for matmul" if matmul_isa != conv_isa else "")
+    return TargetSpec(
+        name=name,
+        description=f"{what}: -mcpu={cpu}; int8 via {via}",
+        target_json=target_json,
+        accelerates=FP32_OPS + ops,
+        quant_scheme="int8_sym",  # s8 activations x s8 weights: what smmla / sdot / smull take
+        schedule=integer.schedule(default_schedule),
+        schedule_func=integer.schedule_func(schedule_primfunc),
+        legalize=integer.legalize_by_op(choice),
+        search_strategy=integer.search_strategy,
+        features=tuple(sorted(features)),
+        cross_compiler=None if triple_arch(host_triple()) == "aarch64" else CROSS_COMPILER,
+    )
+
+
+for _name in BOARDS:  # on an AArch64 machine, the portable preset is the host's target
+    register_target(_name, host_arch="aarch64" if _name == "aarch64" else None)(lambda name=_name: arm_spec(name))
