@@ -16,6 +16,7 @@ $(VENV)/.installed: requirements.txt setup.py
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -r requirements.txt
 	$(VENV)/bin/pip install -q --no-deps -e .
+	$(VENV)/bin/python -m compiler.cli targets >/dev/null  # fills the listing cache: later runs skip importing TVM
 	touch $@
 
 # Separate venv for training/exporting models: torch must stay out of compile processes.
