@@ -5,7 +5,8 @@ constant weights, then an optional constant bias add, then an optional activatio
 clip, or relu + per-channel minimum as left by equalization), each used once — becomes
 ``quantize → [pad with the zero point] → conv2d/matmul(int, out int32) + int32 bias →
 requantize(+activation)``. Activation×activation matmuls, residual adds, concats, relu/clip,
-max/global-average pooling and shape ops stay in integers when their inputs are; everything
+max/global-average pooling, nearest and bilinear resize (:mod:`.resize`) and shape ops stay in
+integers when their inputs are; everything
 else runs in float between ``dequantize``/``quantize`` pairs, which FuseOps folds into the
 neighbouring kernels.
 """
@@ -20,7 +21,7 @@ from tvm import relax
 
 from compiler.ir import bindings, op_name, single_consumer, use_counts, user_inputs
 
-from . import lut
+from . import lut, resize
 from .requantize import Requant, finish, requantize, rescale
 from .schemes import QuantSpec, Scheme
 
@@ -381,6 +382,10 @@ class _Walk:
             return True
         elif op == "relax.image.resize2d" and call.attrs.method == "nearest_neighbor":
             expr = relax.Call(call.op, [q.expr, *call.args[1:]], call.attrs, call.ty_args)
+        elif op == "relax.image.resize2d" and resize.supported(call):  # bilinear: fixed-point taps, int32
+            rq = Requant(np.array([2.0 ** (-2 * resize.FRACTION_BITS)], np.float32), q.zero, q.spec.qmin,
+                         q.spec.qmax, q.spec.dtype, self.scheme.integer_only)
+            expr = requantize(resize.bilinear_accumulate(centred(q), call), rq, 4, 1)
         elif op in ("relax.nn.avg_pool2d", "relax.image.resize2d"):  # averages of codes, same scale
             shifted = relax.op.subtract(relax.op.astype(q.expr, "float32"), relax.const(np.float32(q.zero)))
             pooled = relax.Call(call.op, [shifted, *call.args[1:]], call.attrs, call.ty_args)
