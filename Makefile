@@ -45,6 +45,12 @@ cross:
 	  || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq $(CROSS_PACKAGES) || (apt-get update -qq && apt-get install -y -qq $(CROSS_PACKAGES))); } \
 	  || echo "note: ARM tests will skip: install $(CROSS_PACKAGES) (apt-get, as root)"
 
+# An AArch64 Python with the TVM runtime under qemu-aarch64, for the emulated whole-model tests
+# (tests/test_arm_deploy.py skips without it): Debian arm64 packages and PyPI's aarch64 wheels.
+.PHONY: arm-sysroot
+arm-sysroot: install cross
+	$(VENV)/bin/python tests/arm_sysroot.py
+
 demo: install data
 	$(VENV)/bin/python -m compiler.demo
 

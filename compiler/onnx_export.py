@@ -490,7 +490,9 @@ def add_command(sub, model_args) -> None:
     e = sub.add_parser("export", help="write the model quantized by Squeeze as QDQ ONNX (ONNX Runtime, TensorRT)")
     model_args(e, "the float ONNX model, or a quantized artifact (.tar) to export as it was compiled")
     e.add_argument("--format", default="onnx-qdq", help="export format: onnx-qdq (default)")
-    e.add_argument("-o", "--output", required=True, help="output model path (.onnx)")
+    e.add_argument("-o", "--output", required=True, help="output model path (.onnx), or the folder with --board")
+    e.add_argument("--board", help="write a deploy bundle of the artifact for this board (a CPU target, e.g. rpi5): "
+                                   "libraries, manifest, run.py, README.txt (compiler/deploy.py)")
     add_quantization_args(e, "quantization (as for squeeze compile; --quantize defaults to the target's scheme)")
     e.set_defaults(func=cmd_export)
 
@@ -498,13 +500,17 @@ def add_command(sub, model_args) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from .atomic import check_writable
 
+    given = [f for f, v in (("--quantize", args.quantize), ("--target", args.target),
+                            ("--input-shape", args.input_shape)) if v] + \
+            [f"--{k.replace('_', '-')}" for k, default in QUANT_ONLY.items() if getattr(args, k) != default]
+    if args.board:
+        from .deploy import cmd_deploy
+
+        return cmd_deploy(args, given, _log_line)
     if args.format not in FORMATS:
         raise SqueezeError(f"unknown export format '{args.format}': choose {', '.join(FORMATS)}")
     check_writable(args.output)
     if _is_artifact(args.model):
-        given = [f for f, v in (("--quantize", args.quantize), ("--target", args.target),
-                                ("--input-shape", args.input_shape)) if v] + \
-                [f"--{k.replace('_', '-')}" for k, default in QUANT_ONLY.items() if getattr(args, k) != default]
         if given:
             raise SqueezeError(f"{args.model} fixes its quantization, target and shapes: drop {', '.join(given)} "
                                "(or export the ONNX model with them)")
