@@ -80,6 +80,7 @@ def test_validation_without_labels_fails_in_one_line(residual):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow  # 25 s; test_sensitivity_with_validation_meets_the_mac_target covers the search
 def test_squeeze_prune_with_validation(tmp_path, residual):
     import onnx
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 from quant_utils import ort_quantize_static
 
 import compiler
@@ -31,6 +32,7 @@ def _agreement(reference: np.ndarray, outputs: np.ndarray) -> tuple[float, float
     return float(np.mean(outputs.argmax(axis=1) == ref)), float(np.mean((top5 == ref[:, None]).any(axis=1)))
 
 
+@pytest.mark.slow  # 50 s; the default suite checks INT8 accuracy on the bundled model and ResNet-18 QDQ
 def test_efficientnet_lite0_int8_agrees_with_fp32_on_photos(tmp_path):
     model = zoo.model_path("efficientnet-lite0")
     images, calib = photos(), calibration_photos()
