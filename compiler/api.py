@@ -169,6 +169,11 @@ def _batch_list(batch_sizes: Sequence[int] | None, program: Program, base: int) 
     scalars = [s.name for s in program.inputs if not s.shape]
     if scalars:
         raise SqueezeError(f"input {scalars[0]!r} is a scalar, it has no batch dim: compile without --batch")
+    other = next((s for s in program.inputs if s.shape[0] != base), None)
+    if other is not None and sizes != [base]:  # e.g. a recurrent state [2, batch, 128]: its batch is elsewhere
+        raise SqueezeError(f"input {other.name!r} leads with {other.shape[0]}, not the batch {base} of "
+                           f"{program.inputs[0].name!r}: --batch needs every input to lead with the batch; compile "
+                           "without it")
     return [int(b) for b in sizes]
 
 

@@ -236,6 +236,13 @@ def test_quantized_batches_calibrate_once(monkeypatch):
     np.testing.assert_array_equal(y4, y1)
 
 
+def test_batches_refuse_an_input_that_leads_with_another_dim():
+    g = GraphBuilder()
+    model = g.model({"x": (1, 4), "state": (2, 4)}, g.op("Add", ["x", "state"]), (2, 4))
+    with pytest.raises(SqueezeError, match="input 'state' leads with 2, not the batch 1 of 'x'"):
+        compiler.compile(model, batch_sizes=(1, 8))
+
+
 def test_tune_prepares_each_batch_calibrated_once(monkeypatch):
     from compiler.api import prepare
     from targets import get_target
