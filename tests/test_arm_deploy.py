@@ -7,17 +7,14 @@ integer-only requantization, under ``qemu-aarch64`` in the sysroot of ``tests/ar
 """
 import ast
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from arm_sysroot import python as sysroot_python
+from test_rpc import rpc_server
 
 import compiler
 from compiler import zoo
@@ -157,35 +154,12 @@ def test_fmnist_bundle_under_qemu_bit_identical_to_x86(fmnist, tmp_path, capsys)
     assert len(set(expected["output"].argmax(1))) > 1  # real images, not a constant output
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def arm_rpc_server(tmp_path):
-    """``python -m tvm.exec.rpc_server`` under qemu-aarch64 on 127.0.0.1 (its own process group)."""
-    port, log = _free_port(), tmp_path / "rpc_server.log"
-    with open(log, "w") as stderr:
-        server = subprocess.Popen([_sysroot(), "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port",
-                                   str(port), "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=stderr,
-                                  start_new_session=True)
-    deadline = time.time() + 240  # two emulated interpreters import TVM (~20 s each) before it binds
-    try:
-        while time.time() < deadline and server.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            why = log.read_text()[-2000:] if server.poll() is not None else "not listening in 240 s"
-            pytest.fail(f"emulated RPC server did not start: {why}")
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+    """``python -m tvm.exec.rpc_server`` under qemu-aarch64 on 127.0.0.1."""
+    # two emulated interpreters import TVM (~20 s each) before it binds
+    with rpc_server(_sysroot(), 240, tmp_path / "rpc_server.log") as address:
+        yield address
 
 
 @pytest.mark.slow

@@ -1,8 +1,13 @@
 """Run an artifact through a real TVM RPC server on 127.0.0.1."""
+import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,25 +23,37 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def rpc_server(python: str, timeout: float, log: Path | None = None) -> Iterator[str]:
+    """``python -m tvm.exec.rpc_server`` on a free port of 127.0.0.1, in its own process group;
+    yields ``host:port`` once it listens (fails the test after ``timeout`` s, with the tail of
+    ``log``, its stderr, when it died) and kills the group after."""
+    port = _free_port()
+    with open(log or os.devnull, "w") as stderr:
+        server = subprocess.Popen([python, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+                                   "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=stderr,
+                                  start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            died = server.poll() is not None and log is not None
+            pytest.fail(f"RPC server did not start: {log.read_text()[-2000:] if died else f'not listening in {timeout:g} s'}")
+        yield f"127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
 @pytest.fixture(scope="module")
 def rpc_address():
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                               "--port", str(port), "--port-end", str(port + 1)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        server.kill()
-        pytest.fail("RPC server did not start")
-    yield f"127.0.0.1:{port}"
-    server.kill()
-    server.wait()
+    with rpc_server(sys.executable, 60) as address:
+        yield address
 
 
 def test_rpc_run_matches_onnxruntime(cnn_artifact, cnn_input, rpc_address):
