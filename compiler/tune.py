@@ -4,10 +4,15 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+import tempfile
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import tvm
+from tvm import relax, tirx
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
@@ -18,6 +23,7 @@ from targets import TargetSpec
 from .build import fused_module
 from .errors import SqueezeError
 from .program import Program
+from .verify import Runner, build_kernel, check_tuned
 
 # Candidates measured per task per round; smaller budgets use smaller rounds (at least
 # this few) so that every task gets some.
@@ -31,6 +37,10 @@ EVALUATOR = dict(number=3, repeat=3, min_repeat_ms=50)
 # measured again, REMEASURE times in alternation, and only the fastest is kept.
 TOP_K = 3
 REMEASURE = 3
+# An RPC tracker must answer within this many seconds; an RPC session (one measurement, or one
+# kernel run of the device check) may last this long.
+TRACKER_TIMEOUT_S = 10.0
+SESSION_TIMEOUT_S = 120
 
 
 def tune(
@@ -65,15 +75,19 @@ def tune(
         Print one line per task and per measured round.
     rpc_tracker, rpc_key : str, optional
         Measure on the devices registered under ``rpc_key`` at TVM's RPC tracker
-        ``host:port`` (boards run ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``);
-        needed for a target this host cannot run.
+        ``host:port`` (boards run ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``),
+        as many candidates at a time as boards are registered; needed for a target this host
+        cannot run. The kept kernels are then checked numerically on a board (as a compile
+        checks them on this host otherwise) and the verdicts cached in ``work_dir``, where
+        ``compiler.compile(..., tuning_db=work_dir)`` reads them: a kernel that disagrees with
+        its untuned version is not used.
 
     Returns
     -------
     Path
         ``work_dir``.
     """
-    runner = _runner(spec, rpc_tracker, rpc_key)  # fails before any work when nothing can measure
+    runner, fleet = _runner(spec, rpc_tracker, rpc_key)  # fails before any work when nothing can measure
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     target = spec.target
@@ -114,6 +128,8 @@ def tune(
     seed = spec.schedule_func
     for name, verdict in _settle(contexts, target, seed, work_dir, builder, runner, spec.device):
         say(f"  {name}: {verdict}")
+    if fleet is not None:
+        say(_check_on_board(mod, spec, work_dir, fleet))
     say(f"tuning done in {time.time() - start:.0f} s")
     return work_dir
 
@@ -127,20 +143,126 @@ def _with_strategy(ctx: ms.TuneContext, strategy, logger: logging.Logger) -> ms.
                           rand_state=ctx.rand_state, num_threads=ctx.num_threads).clone()
 
 
-def _runner(spec: TargetSpec, tracker: str | None, key: str | None):
+def _runner(spec: TargetSpec, tracker: str | None, key: str | None) -> tuple[ms.Runner, ms.runner.RPCConfig | None]:
     """MetaSchedule's local runner for a target this host runs, else its RPC runner on the
-    devices registered at TVM's RPC tracker (the fleet measures; nothing of ours in between)."""
+    devices registered at TVM's RPC tracker (the fleet measures, one candidate per board at a
+    time; nothing of ours in between), with the fleet's configuration (None: local)."""
     evaluator = ms.runner.EvaluatorConfig(**EVALUATOR)
     if tracker is None:
         if not spec.runs_on_host():
             raise SqueezeError(f"target {spec.name} ({spec.triple}) cannot be measured on this host: give "
                                "--rpc-tracker host:port --rpc-key KEY of boards running tvm.exec.rpc_server")
-        return ms.runner.LocalRunner(evaluator_config=evaluator)
+        return ms.runner.LocalRunner(evaluator_config=evaluator), None
     host, _, port = tracker.rpartition(":")
     if not host or not port.isdigit() or not key:
         raise SqueezeError(f"bad RPC tracker '{tracker}' or missing key: use --rpc-tracker host:port --rpc-key KEY")
-    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key, session_timeout_sec=120)
-    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator)
+    boards = _boards(host, int(port), key)
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+                                 session_timeout_sec=SESSION_TIMEOUT_S)
+    runner = ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=boards,
+                                 f_alloc_argument=_alloc_from_host())
+    return runner, config
+
+
+def _boards(host: str, port: int, key: str) -> int:
+    """How many boards are registered under ``key`` at the RPC tracker ``host:port``.
+
+    One line instead of a hang (TVM retries a refused tracker for 60 s, then every
+    measurement waits for it) when no tracker answers within ``TRACKER_TIMEOUT_S`` or no
+    board is registered under ``key``.
+    """
+    where, start = f"{host}:{port}", f"start one with python -m tvm.exec.rpc_tracker --host {host} --port {port}"
+    try:
+        socket.create_connection((host, port), timeout=TRACKER_TIMEOUT_S).close()
+    except OSError as err:
+        why = f"timed out after {TRACKER_TIMEOUT_S:g} s" if isinstance(err, TimeoutError) else err.strerror or err
+        raise SqueezeError(f"cannot reach the RPC tracker at {where} ({why}): {start}") from None
+    answer: dict = {}
+
+    def ask() -> None:
+        try:
+            answer["summary"] = tvm.rpc.connect_tracker(host, port).summary()
+        except (OSError, RuntimeError) as err:
+            answer["error"] = err
+
+    thread = threading.Thread(target=ask, daemon=True)  # a port that never answers must not hold the exit
+    thread.start()
+    thread.join(TRACKER_TIMEOUT_S)
+    if "summary" not in answer:
+        why = answer.get("error") or f"no answer in {TRACKER_TIMEOUT_S:g} s"
+        raise SqueezeError(f"{where} is not answering as an RPC tracker ({why}): {start}")
+    boards = sum(item["key"].split(":", 1)[-1] == key for item in answer["summary"]["server_info"])
+    if not boards:
+        raise SqueezeError(f"no board is registered under key '{key}' at the RPC tracker {where}: start them with "
+                           f"python -m tvm.exec.rpc_server --tracker {where} --key {key}")
+    return boards
+
+
+def _check_on_board(mod: tvm.IRModule, spec: TargetSpec, work_dir: Path, fleet: ms.runner.RPCConfig) -> str:
+    """Check the database's kernels for ``mod`` numerically on a board of the fleet, caching the
+    verdicts a compile from ``work_dir`` reads (:func:`compiler.verify.check_tuned`); one line.
+    A board lost meanwhile is one line too: unchecked records stay unused."""
+    with spec.target:
+        tuned = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+        names = _tuned_names(mod, tuned)
+        try:
+            kept = _tuned_names(mod, check_tuned(mod, tuned, spec.target, spec.schedule_func, work_dir,
+                                                 run=_on_board(fleet, spec)))
+        except (RuntimeError, ValueError) as err:  # TVM's RPC errors; ValueError: the tracker is gone
+            why = str(err).strip().splitlines()[-1]
+            raise SqueezeError(f"the tuned kernels could not be checked on a board ({why}): compiles do not "
+                               f"use them until a tune run with --tuning-db {work_dir} checks them") from None
+    rejected = sorted(names - kept)
+    verdict = f"{len(rejected)} disagree, not used: {', '.join(rejected)}" if rejected else "all agree"
+    return f"checked {len(names)} tuned kernels on a board against their untuned versions: {verdict}"
+
+
+def _tuned_names(untuned: tvm.IRModule, tuned: tvm.IRModule) -> set[str]:
+    """The PrimFuncs of ``tuned`` that differ from their version in ``untuned``."""
+    return {gvar.name_hint for gvar, func in tuned.functions_items()
+            if isinstance(func, tirx.PrimFunc) and not func.same_as(untuned[gvar.name_hint])}
+
+
+def _on_board(fleet: ms.runner.RPCConfig, spec: TargetSpec) -> Runner:
+    """A :data:`compiler.verify.Runner` on a board of the fleet: the kernel is built and linked
+    here with the target's cross compiler, then uploaded and run in a session of its own."""
+    from tvm.support import cc
+
+    def run(func: tirx.PrimFunc, target: tvm.target.Target, args: list[np.ndarray]) -> list[np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix="squeeze-check-") as tmp:
+            path = os.path.join(tmp, "kernel.so")
+            build_kernel(func, target).export_library(path, fcompile=cc.cross_compiler(spec.cross_compiler))
+            session = fleet.connect_server()
+            session.upload(path)
+        kernel = session.load_module("kernel.so")
+        device = session.device(spec.device, 0)
+        tensors = [tvm.runtime.tensor(a, device=device) for a in args]
+        kernel["main"](*tensors)
+        return [t.numpy() for t in tensors]
+
+    return run
+
+
+def _alloc_from_host():
+    """MetaSchedule's argument allocation on a board, with random data sent from this host:
+    its default fills them with the board's ``tvm.contrib.random``, which a runtime-only TVM
+    (``libtvm_runtime.so`` alone, or ``TVM_USE_RUNTIME_LIB=1``) does not register. A closure,
+    pickled by value into the runner's workers."""
+
+    def alloc(session, device, args_info, alloc_repeat: int) -> list:
+        import numpy as np
+        from tvm.s_tir.meta_schedule.runner.utils import alloc_argument_common
+
+        rng = np.random.default_rng(0)
+
+        def fill(tensor) -> None:
+            dtype = np.dtype(str(tensor.dtype))
+            values = rng.integers(0, 8, tensor.shape) if dtype.kind in "iub" else rng.uniform(-1, 1, tensor.shape)
+            tensor.copyfrom(values.astype(dtype))
+
+        return alloc_argument_common(fill, device, args_info, alloc_repeat)
+
+    return alloc
 
 
 def _export_function(cross_compiler: str):
@@ -172,6 +294,12 @@ def _settle(contexts, target, seed, work_dir: Path, builder, runner, device: str
     -------
     list of (str, str)
         Task name and a one-line verdict per task.
+
+    Raises
+    ------
+    SqueezeError
+        When not one candidate could be built and measured (e.g. a board that lacks what
+        the measurement needs): the first error's last line.
     """
     database = ms.database.JSONDatabase(work_dir=str(work_dir))
     entries = []  # (task, workload, [(label, candidate)])
@@ -187,6 +315,7 @@ def _settle(contexts, target, seed, work_dir: Path, builder, runner, device: str
     flat = [c for _, _, cands in entries for _, c in cands]
     built = builder.build([ms.builder.BuilderInput(c.sch.mod, target) for c in flat])
     ok = [i for i, b in enumerate(built) if not b.error_msg]
+    errors = [str(b.error_msg) for b in built if b.error_msg]
     best = {i: float("inf") for i in ok}
     for _ in range(REMEASURE):
         futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, device, flat[i].args_info) for i in ok])
@@ -194,9 +323,12 @@ def _settle(contexts, target, seed, work_dir: Path, builder, runner, device: str
             result = future.result()
             if not result.error_msg and result.run_secs:
                 best[i] = min(best[i], *(float(x) for x in result.run_secs))
+            errors += [str(result.error_msg)] if result.error_msg else []
     for b in built:
         if b.artifact_path:
             shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+    if flat and min(best.values(), default=float("inf")) == float("inf"):
+        raise SqueezeError(f"no candidate could be measured: {errors[0].strip().splitlines()[-1]}")
 
     winners, verdicts, index = [], [], 0
     for ctx, workload, candidates in entries:

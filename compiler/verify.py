@@ -6,7 +6,9 @@ and MetaSchedule's postprocs rewrite layouts: a record can be fast and wrong (FA
 of outputs once). Each tuned PrimFunc is built alone and run on random inputs next to its
 default schedule (or, without one, the unscheduled function); integer outputs must match
 exactly, float outputs to a relative 1e-3. Verdicts are cached in the database directory
-by structural hash, so a compile that reuses a database checks each record once.
+by structural hash, so a compile that reuses a database checks each record once. A kernel
+for another machine is checked where it runs (``run``: ``squeeze tune`` through an RPC
+tracker runs it on a board) and compiles use that cached verdict.
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ CACHE = "squeeze_verified.json"
 FLOAT_RTOL = 1e-3
 
 Scheduler = Callable[[tirx.PrimFunc, tvm.target.Target], Optional[s_tir.Schedule]]
+# run(func, target, args) -> every argument after one call of func built for target
+Runner = Callable[[tirx.PrimFunc, tvm.target.Target, list[np.ndarray]], list[np.ndarray]]
 
 
 def _random_args(func: tirx.PrimFunc, seed: int) -> list[np.ndarray]:
@@ -46,18 +50,23 @@ def _random_args(func: tirx.PrimFunc, seed: int) -> list[np.ndarray]:
     return arrays
 
 
+def build_kernel(func: tirx.PrimFunc, target: tvm.target.Target) -> tvm.runtime.Executable:
+    """``func`` alone, built for ``target`` as a module whose function is ``main``."""
+    return tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target)
+
+
 def _run(func: tirx.PrimFunc, target: tvm.target.Target, args: list[np.ndarray]) -> list[np.ndarray]:
-    mod = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    lib = tvm.compile(mod, target).jit()
+    lib = build_kernel(func, target).jit()
     tensors = [tvm.runtime.tensor(a.copy()) for a in args]
     lib["main"](*tensors)
     return [t.numpy() for t in tensors]
 
 
-def same_results(tuned: tirx.PrimFunc, reference: tirx.PrimFunc, target: tvm.target.Target, seed: int = 0) -> bool:
-    """Whether two schedules of one PrimFunc give the same outputs on random inputs."""
+def same_results(tuned: tirx.PrimFunc, reference: tirx.PrimFunc, target: tvm.target.Target, seed: int = 0,
+                 run: Runner = _run) -> bool:
+    """Whether two schedules of one PrimFunc give the same outputs on random inputs (run by ``run``)."""
     args = _random_args(reference, seed)
-    for got, want in zip(_run(tuned, target, args), _run(reference, target, args)):
+    for got, want in zip(run(tuned, target, args), run(reference, target, args)):
         if np.issubdtype(want.dtype, np.floating):
             scale = max(float(np.nanmax(np.abs(want))) if want.size else 0.0, 1e-6)
             if not np.allclose(got, want, rtol=FLOAT_RTOL, atol=FLOAT_RTOL * scale, equal_nan=True):
@@ -77,7 +86,7 @@ def runs_here(target: tvm.target.Target) -> bool:
 
 
 def check_tuned(untuned: tvm.IRModule, tuned: tvm.IRModule, target: tvm.target.Target,
-                default: Scheduler | None, database: str | os.PathLike) -> tvm.IRModule:
+                default: Scheduler | None, database: str | os.PathLike, run: Runner | None = None) -> tvm.IRModule:
     """Put back untuned, in ``tuned``, every PrimFunc that disagrees with its untuned version.
 
     Parameters
@@ -85,24 +94,27 @@ def check_tuned(untuned: tvm.IRModule, tuned: tvm.IRModule, target: tvm.target.T
     untuned, tuned : IRModule
         The module before and after applying the database.
     target : Target
-        What both are built for. The check runs them, so it needs a target this host can
-        run; records for other targets are used only with a verdict cached in ``database``
-        (e.g. from a check on the device), else the untuned kernel stays.
+        What both are built for. The check runs them, so without ``run`` it needs a target
+        this host can run; records for other targets are used only with a verdict cached in
+        ``database`` (from a check on the device), else the untuned kernel stays.
     default : callable, optional
         ``default(func, target) -> Schedule | None``, the target's default schedule, used
         as the reference (and faster than the unscheduled function).
     database : path
         The database directory, where verdicts are cached.
+    run : callable, optional
+        How a kernel runs where ``target`` runs (:data:`Runner`, e.g. on a board through
+        RPC); default: built and run on this host, if it can.
     """
     cache_path = Path(database) / CACHE
-    local = runs_here(target)
+    checkable = run is not None or runs_here(target)
     verdicts = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     for gvar, func in tuned.functions_items():
         before = untuned[gvar] if gvar in untuned.get_global_vars() else None
         if not isinstance(func, tirx.PrimFunc) or before is None or func.same_as(before):
             continue
         key = "-".join(f"{tvm_ffi.structural_hash(x):x}" for x in (func, before, target))
-        if key not in verdicts and not local:
+        if key not in verdicts and not checkable:
             # A cross-built kernel is checked where it runs; unchecked, its record is not used.
             log.warning("tuned %s for %s is not used: this host cannot run it to check it", gvar.name_hint,
                         target.attrs.get("mtriple", target.kind.name))
@@ -110,7 +122,8 @@ def check_tuned(untuned: tvm.IRModule, tuned: tvm.IRModule, target: tvm.target.T
             continue
         if key not in verdicts:
             sch = default(before, target) if default is not None else None
-            verdicts[key] = same_results(func, sch.mod["main"] if sch is not None else before, target)
+            verdicts[key] = same_results(func, sch.mod["main"] if sch is not None else before, target,
+                                         run=run or _run)
         if not verdicts[key]:
             log.warning("tuned %s disagrees with its untuned version: record ignored", gvar.name_hint)
             tuned.update_func(gvar, before)

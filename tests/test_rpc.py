@@ -24,30 +24,65 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def rpc_server(python: str, timeout: float, log: Path | None = None) -> Iterator[str]:
-    """``python -m tvm.exec.rpc_server`` on a free port of 127.0.0.1, in its own process group;
-    yields ``host:port`` once it listens (fails the test after ``timeout`` s, with the tail of
-    ``log``, its stderr, when it died) and kills the group after."""
-    port = _free_port()
-    with open(log or os.devnull, "w") as stderr:
-        server = subprocess.Popen([python, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
-                                   "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=stderr,
-                                  start_new_session=True)
+def _listening(python: str, module: str, timeout: float,
+               runs: list[tuple[Path | None, list[str]]]) -> Iterator[list[str]]:
+    """``python -m module --host 127.0.0.1 --port P *args`` for each ``(log, args)`` of ``runs``, each on
+    a free port P in its own process group, all started at once; yields their ``127.0.0.1:P`` once
+    all listen (fails the test after ``timeout`` s, with the tail of the log, its stderr, of one
+    that died) and kills the groups after."""
+    procs = []
     try:
+        for log, args in runs:
+            port = _free_port()
+            with open(log or os.devnull, "w") as stderr:
+                procs.append((subprocess.Popen([python, "-m", module, "--host", "127.0.0.1", "--port", str(port),
+                                                "--port-end", str(port + 1), *args], stdout=subprocess.DEVNULL,
+                                               stderr=stderr, start_new_session=True), port, log))
         deadline = time.time() + timeout
-        while time.time() < deadline and server.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            died = server.poll() is not None and log is not None
-            pytest.fail(f"RPC server did not start: {log.read_text()[-2000:] if died else f'not listening in {timeout:g} s'}")
-        yield f"127.0.0.1:{port}"
+        for proc, port, log in procs:
+            while time.time() < deadline and proc.poll() is None:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            else:
+                died = proc.poll() is not None and log is not None
+                why = log.read_text()[-2000:] if died else f"not listening in {timeout:g} s"
+                pytest.fail(f"{module} did not start: {why}")
+        yield [f"127.0.0.1:{port}" for _, port, _ in procs]
     finally:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        for proc, _, _ in procs:
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def registered(tracker: str, key: str) -> list[str]:
+    """The arguments that register an RPC server at ``tracker`` (``host:port``) under ``key``."""
+    return ["--tracker", tracker, "--key", key]
+
+
+def rpc_servers(python: str, timeout: float,
+                runs: list[tuple[Path | None, list[str]]]) -> contextlib.AbstractContextManager[list[str]]:
+    """TVM's RPC servers run by ``python``, one per ``(log, args)`` (see :func:`_listening`;
+    ``args``: e.g. :func:`registered`), started at once; yields their addresses."""
+    return _listening(python, "tvm.exec.rpc_server", timeout, runs)
+
+
+@contextlib.contextmanager
+def rpc_server(python: str, timeout: float, log: Path | None = None) -> Iterator[str]:
+    """One TVM RPC server run by ``python`` (see :func:`rpc_servers`); yields ``host:port``."""
+    with rpc_servers(python, timeout, [(log, [])]) as (address,):
+        yield address
+
+
+@contextlib.contextmanager
+def rpc_tracker(timeout: float = 60, log: Path | None = None) -> Iterator[str]:
+    """TVM's RPC tracker, run by this Python (see :func:`_listening`); skips the test without tornado."""
+    pytest.importorskip("tornado", reason="TVM's RPC tracker needs tornado: pip install tornado (requirements.txt)")
+    with _listening(sys.executable, "tvm.exec.rpc_tracker", timeout, [(log, [])]) as (address,):
+        yield address
 
 
 @pytest.fixture(scope="module")
