@@ -20,6 +20,7 @@ from .fold_shapes import STATIC_INPUTS, constants, fold_shapes, static_shapes
 from .ir import bindings, op_name, rebind, with_main
 from .onnx_checks import check_attributes
 from .program import Program, TensorSpec
+from .qonnx import has_low_bit_quantizers, lower_quantizers
 from .recurrent import RECURRENT_OPS, decompose_recurrent
 
 ModelLike = Union[str, os.PathLike, onnx.ModelProto]
@@ -31,7 +32,8 @@ _DOMAINS_ACCEPTED = ("", "ai.onnx")
 
 
 def load_onnx(model: ModelLike) -> onnx.ModelProto:
-    """Read and validate an ONNX model from a path or a ``ModelProto``; unsupported ops are listed."""
+    """Read and validate an ONNX model from a path or a ``ModelProto``; unsupported ops are listed.
+    QONNX and int4/uint4 quantizers come back as 8-bit-container Q/DQ (:mod:`compiler.qonnx`)."""
     if isinstance(model, onnx.ModelProto):
         proto = model
     else:
@@ -49,6 +51,8 @@ def load_onnx(model: ModelLike) -> onnx.ModelProto:
             ) from None
         if not proto.graph.node:
             raise SqueezeError(f"{path} holds no ONNX graph (empty or truncated file): re-export it")
+    if has_low_bit_quantizers(proto):
+        proto = lower_quantizers(proto)
     missing = unsupported_ops(proto)
     if missing:
         listing = "; ".join(f"{op} ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})"
@@ -268,6 +272,21 @@ def follow_batch(proto: onnx.ModelProto, rebatched: Mapping[str, tuple[int, int]
     return out
 
 
+def prepare_onnx(
+    model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> tuple[onnx.ModelProto, list[TensorSpec]]:
+    """``model`` as the Relax importer takes it, with its input specs: static input shapes,
+    shape computations folded, ConvTranspose and recurrent ops decomposed, weights as
+    initializers (a copy; ``model`` is left unchanged). Arguments as :func:`import_onnx`."""
+    proto = load_onnx(model)
+    inputs, rebatched = _input_specs(proto, input_shapes or {}, log)
+    proto = fold_shapes(follow_batch(proto, rebatched), {s.name: s.shape for s in inputs})
+    shapes = static_shapes(proto)
+    check_attributes(proto, constants(proto.graph), shapes)
+    return split_weights_and_constants(decompose_recurrent(decompose_conv_transpose(proto, shapes), shapes)), inputs
+
+
 def import_onnx(
     model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | None = None,
     log: Callable[[str], None] | None = None,
@@ -289,12 +308,11 @@ def import_onnx(
     Program
         Relax module with weights detached into ``Program.params``.
     """
-    proto = load_onnx(model)
-    inputs, rebatched = _input_specs(proto, input_shapes or {}, log)
-    proto = fold_shapes(follow_batch(proto, rebatched), {s.name: s.shape for s in inputs})
-    shapes = static_shapes(proto)
-    check_attributes(proto, constants(proto.graph), shapes)
-    proto = split_weights_and_constants(decompose_recurrent(decompose_conv_transpose(proto, shapes), shapes))
+    return import_prepared(*prepare_onnx(model, input_shapes, log))
+
+
+def import_prepared(proto: onnx.ModelProto, inputs: Sequence[TensorSpec]) -> Program:
+    """The :class:`Program` of a model :func:`prepare_onnx` returned, with its input specs."""
     try:  # the importer prints each failing node and IR dumps itself: the error line says it all
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             mod = from_onnx(

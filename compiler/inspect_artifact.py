@@ -36,12 +36,13 @@ def scheme_info(quant: dict | None) -> dict | None:
 
 
 def _bits(mode: str) -> tuple[int | None, int | None]:
-    """Weight and activation bits of a layer mode (a scheme name, ``qdq_uint8×int8`` or ``float``)."""
+    """Weight and activation bits of a layer mode (a scheme name, ``qdq_uint8×int4`` or ``float``)."""
     m = re.match(r"w(\d+)_.*__a(\d+)_", mode)
     if m:
         return int(m.group(1)), int(m.group(2))
-    if mode.startswith("qdq_"):
-        return 8, 8
+    m = re.match(r"qdq_u?int(\d+)×int(\d+)", mode)
+    if m:
+        return int(m.group(2)), int(m.group(1))
     return None, None
 
 

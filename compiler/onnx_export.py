@@ -124,7 +124,7 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
 
     from .calibration import calibrated_ranges, check_skip_names
     from .config import QuantConfig
-    from .frontend import import_onnx, layer_calls, load_onnx
+    from .frontend import import_prepared, layer_calls, load_onnx, prepare_onnx
     from .ir import bindings, layer_names, user_inputs
     from .pipeline import PassSpec, Recipe, run_passes
 
@@ -145,8 +145,9 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
     proto = (_at_opset(proto, 21, "int4 DequantizeLinear") if scheme.weights.bits == 4 else
              _at_opset(proto, 13, "per-channel DequantizeLinear"))
     _name_nodes(proto)
-    program = import_onnx(proto, input_shapes)
-    results = onnxmap.node_outputs(onnxmap.import_form(proto), program)
+    prepared, inputs = prepare_onnx(proto, input_shapes)
+    program = import_prepared(prepared, inputs)
+    results = onnxmap.node_outputs(prepared, program)
     if not results:
         raise SqueezeError("cannot tie the imported model to its ONNX tensors (the traced import does not line up): "
                            "the onnx-qdq export does not support this model")

@@ -9,8 +9,16 @@ from .registry import register_pass
 
 
 def _scalar(expr) -> float | None:
+    """The value of a one-element constant (None for a larger one or NaN)."""
     value = expr.value.numpy()
-    return float(value) if value.size == 1 else None
+    return float(value) if value.size == 1 and value == value else None
+
+
+def _bound():
+    """A clip bound: a constant, or the importer's NaN guard ``where(isnan(c), ±inf, c)`` of one
+    (a non-NaN constant: the guard keeps it); returns the pattern and the constant's pattern."""
+    value = is_const()
+    return value | is_op("relax.where")(is_op("relax.isnan")(is_const()), is_const(), value), value
 
 
 @register_pass("canonicalize_clip")
@@ -18,8 +26,8 @@ def canonicalize_clip() -> tvm.transform.Pass:
     """Rewrite ``minimum(maximum(x, lo), hi)`` with scalar constants as ``clip(x, lo, hi)``.
 
     ``maximum(x, 0)`` alone becomes ``relu(x)``. TVM's ONNX importer lowers every opset-11+
-    ``Clip`` to TE ``maximum``/``minimum`` kernels (``call_tir``); those are matched too, once
-    constant folding has made their bounds constants. Quantization fuses ``clip``/``relu`` into
+    ``Clip`` to TE ``maximum``/``minimum`` kernels (``call_tir``) with NaN-guarded bounds; those
+    are matched too, before or after constant folding. Quantization fuses ``clip``/``relu`` into
     requantization; targets fuse them into kernel epilogues.
 
     Returns
@@ -27,16 +35,16 @@ def canonicalize_clip() -> tvm.transform.Pass:
     tvm.transform.Pass
         A function pass over Relax functions.
     """
-    x, lo, hi = wildcard(), is_const(), is_const()
+    x, (lo, lo_value), (hi, hi_value) = wildcard(), _bound(), _bound()
     lower = is_op("relax.maximum")(x, lo) | is_call_tir("maximum", [x, lo])
     both = is_op("relax.minimum")(lower, hi) | is_call_tir("minimum", [lower, hi])
 
     def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
-        low = _scalar(matches[lo])
+        low = _scalar(matches[lo_value])
         if low is None:
             return expr
         if both in matches:
-            high = _scalar(matches[hi])
+            high = _scalar(matches[hi_value])
             return expr if high is None else relax.op.clip(matches[x], low, high)
         return relax.op.nn.relu(matches[x]) if low == 0.0 else expr
 

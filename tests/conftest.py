@@ -8,6 +8,7 @@ import pytest
 os.environ.setdefault("TVM_NUM_THREADS", "2")
 sys.path.insert(0, os.path.dirname(__file__))
 
+import compiler.build  # noqa: E402,F401  (the driver registers the host builder passes run calibration data on)
 from graphs import small_cnn  # noqa: E402
 
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import tvm
 from tvm import relax
 
@@ -15,6 +16,7 @@ from passes.quantize.realize import QOutput, QTensor, integer_layer
 from passes.quantize.requantize import Requant, requantize_reference
 from passes.quantize.schemes import QuantSpec
 from targets import get_target
+from targets.host import host_cpu
 
 U8 = QuantSpec(8, symmetric=False)
 
@@ -105,10 +107,31 @@ def matmul_layer_case(shape: tuple[int, ...], n_out: int, weight_low: int, seed:
     return x, body, x_codes, want
 
 
+# ONNX Runtime's fused u8 x s8 kernels on x86 without VNNI (vpmaddubsw) saturate int16 pair sums:
+# its own docs advise reduce_range there. Such a host gets no bit-exact integer reference from it.
+ORT_INT8_EXACT = bool({"avx512vnni", "avxvnni"} & host_cpu()[1])
+
+
+def needs_exact_ort_int8(test):
+    """Skip ``test``, which compares with ONNX Runtime's integer kernels, where they saturate."""
+    import pytest
+
+    return pytest.mark.skipif(not ORT_INT8_EXACT, reason="ONNX Runtime's u8s8 kernels saturate on x86 "
+                              "without VNNI: no integer reference here")(test)
+
+
+def ort_qdq_session(path, threads: int = 2):
+    """An ONNX Runtime session for a QDQ model: its fused integer kernels where they are exact
+    (:data:`ORT_INT8_EXACT`), else node by node (DequantizeLinear → float op → QuantizeLinear)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if not ORT_INT8_EXACT:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 def missing_features(target_name: str) -> list[str]:
     """ISA extensions code built for ``target_name`` may use that this host lacks."""
-    from targets.host import host_cpu
-
     spec = get_target(target_name)
     return sorted(set(spec.isa) - host_cpu()[1])
 

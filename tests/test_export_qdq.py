@@ -10,11 +10,10 @@ import numpy as np
 import onnx
 import pytest
 from conftest import squeeze
+from quant_utils import needs_exact_ort_int8, ort_qdq_session
 
 import compiler
 from compiler import zoo
-
-ort = pytest.importorskip("onnxruntime")
 
 
 def _step(model: onnx.ModelProto, output: str = "output") -> float:
@@ -22,9 +21,7 @@ def _step(model: onnx.ModelProto, output: str = "output") -> float:
 
 
 def _run_ort(path, x: np.ndarray) -> np.ndarray:
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = ort_qdq_session(path)
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
 
@@ -255,6 +252,7 @@ def test_fmnist_qdq_options_match_squeeze(fmnist, tmp_path, options):
 
 
 @pytest.mark.slow
+@needs_exact_ort_int8
 def test_resnet18_qdq_matches_squeeze_int8_in_onnxruntime(tmp_path):
     from compiler.zoo.photos import calibration_photos, photos
 

@@ -8,7 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 import compiler
 from compiler.errors import SqueezeError
 from compiler.fold_shapes import fold_shapes
+from compiler.cli import main
 from compiler.frontend import import_onnx
+from passes.prune import PruneConfig, prune_model
 
 
 def _const(g: GraphBuilder, values, dtype=np.int64) -> str:
@@ -17,10 +19,11 @@ def _const(g: GraphBuilder, values, dtype=np.int64) -> str:
     return name
 
 
-def _flatten_by_shape_chain(dims) -> onnx.ModelProto:
-    """Conv, then Reshape to ``[N, C, H*W]`` computed as Shape → Gather → Mul → Unsqueeze → Concat."""
+def _flatten_by_shape_chain(dims, hidden: int = 0) -> onnx.ModelProto:
+    """Conv (after a Conv + Relu of ``hidden`` channels, if any), then Reshape to ``[N, C, H*W]``
+    computed as Shape → Gather → Mul → Unsqueeze → Concat."""
     g = GraphBuilder()
-    y = g.conv("input", 3, 4)
+    y = g.conv(g.op("Relu", [g.conv("input", 3, hidden)]), hidden, 4) if hidden else g.conv("input", 3, 4)
     shape = g.op("Shape", [y])
     n, c = (g.op("Gather", [shape, _const(g, i)], axis=0) for i in (0, 1))
     hw = g.op("Mul", [g.op("Gather", [shape, _const(g, 2)], axis=0), g.op("Gather", [shape, _const(g, 3)], axis=0)])
@@ -37,6 +40,18 @@ def test_shape_gather_concat_chain_folds_and_matches_ort():
     assert program.outputs[0].shape == (2, 4, 30)
     got = compiler.Module(compiler.compile(model, input_shapes={"input": x.shape})).run({"input": x})
     np.testing.assert_allclose(next(iter(got.values())), run_ort(model, {"input": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_prune_and_inspect_import_the_folded_model(tmp_path, capsys):
+    """Pruning traces the import of the folded model (it had died in the Relax importer)."""
+    model = _flatten_by_shape_chain(("N", 3, "H", "W"), hidden=8)
+    x = np.random.default_rng(1).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    pruned = prune_model(model, PruneConfig("filter", 0.5, "l1"), {"input": x.shape})
+    assert pruned.summary["macs_after"] < pruned.summary["macs_before"]
+    assert run_ort(pruned.onnx, {"input": x})[0].shape == (1, 4, 36)
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["inspect", str(tmp_path / "m.onnx"), "--input-shape", "input:1x3x6x6"]) == 0
+    assert "conv2d" in capsys.readouterr().out
 
 
 def test_minus_one_and_zero_dims_are_overridden():

@@ -1,8 +1,7 @@
 """QDQ models (ONNX Runtime's quantize_static) import as integer compute and track ORT's integers."""
 import numpy as np
 import onnxruntime as ort
-import pytest
-from quant_utils import integer_ops, ort_quantize_static, runner
+from quant_utils import integer_ops, needs_exact_ort_int8, ort_quantize_static, runner
 
 from compiler import zoo
 from compiler.frontend import import_onnx
@@ -24,6 +23,7 @@ def _output_scale(path) -> float:
     return float(inits[node.input[1]])  # the final DequantizeLinear's scale
 
 
+@needs_exact_ort_int8
 def test_fmnist_qdq_is_bit_exact_with_onnxruntime(tmp_path):
     data = zoo.bundled_slice()
     qdq = tmp_path / "qdq.onnx"
@@ -36,6 +36,7 @@ def test_fmnist_qdq_is_bit_exact_with_onnxruntime(tmp_path):
         np.testing.assert_array_equal(run(x), sess.run(None, {"input": x})[0])
 
 
+@needs_exact_ort_int8
 def test_resnet18_qdq_within_one_step(tmp_path):
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -2,23 +2,16 @@
 
 Pruning decides on the Relax IR and edits the ONNX model (then re-imports it), so both must
 agree on names: weights share their initializer names, and ops are matched here by tracing the
-same import that :func:`compiler.frontend.import_onnx` performs.
+same import that :func:`compiler.frontend.import_onnx` performs, on the model as
+:func:`compiler.frontend.prepare_onnx` made it (shapes folded, weights as initializers).
 """
 from __future__ import annotations
-
-import copy
 
 import onnx
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import ONNXGraphImporter
 
-from compiler.frontend import ModelLike, load_onnx, split_weights_and_constants
 from compiler.program import Program
-
-
-def import_form(model: ModelLike) -> onnx.ModelProto:
-    """A private copy of ``model`` as the importer sees it (weights as initializers)."""
-    return split_weights_and_constants(copy.deepcopy(load_onnx(model)))
 
 
 def initializer_names(proto: onnx.ModelProto) -> dict[str, str]:

@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from compiler.frontend import ModelLike, import_onnx
+from compiler.frontend import ModelLike, import_onnx, import_prepared, prepare_onnx
 from compiler.program import Program
 from passes.quantize.calibrate import load_calibration
 
@@ -16,7 +16,7 @@ from .calibration import Runner, channel_stats, contribution_grams, output_error
 from .config import STRUCTURED, PruneConfig
 from .depgraph import DepGraph, Plan, build_depgraph
 from .importance import make_criterion
-from .onnxmap import import_form, node_names
+from .onnxmap import node_names
 from .ratios import group_ratios, local_search, make_plan, sensitivity_ratios
 from .reconstruct import Refitter, recalibrate_bn
 from .surgery import masked_params, prune_onnx
@@ -38,8 +38,8 @@ def analyze(model: ModelLike, input_shapes: Mapping[str, Sequence[int]] | None =
             ) -> tuple[onnx.ModelProto, Program, DepGraph, dict[int, str]]:
     """Import ``model`` and build its dependency graph (also returns the import-form ONNX and
     the binding → node name map that surgery needs)."""
-    proto = import_form(model)
-    program = import_onnx(proto, input_shapes)
+    proto, inputs = prepare_onnx(model, input_shapes)
+    program = import_prepared(proto, inputs)
     names = node_names(proto, program)
     return proto, program, build_depgraph(program.mod, names), names
 

@@ -50,7 +50,7 @@ def prune_onnx(proto: onnx.ModelProto, graph: DepGraph, plan: Plan, params: Mapp
     Parameters
     ----------
     proto : onnx.ModelProto
-        The model in import form (:func:`passes.prune.onnxmap.import_form`); not modified.
+        The model as the importer takes it (:func:`compiler.frontend.prepare_onnx`); not modified.
     graph : DepGraph
         Its dependency graph.
     plan : dict

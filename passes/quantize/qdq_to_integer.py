@@ -26,6 +26,7 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
 from compiler.ir import bindings, op_name, replace_main
 
+from ..canonicalize import canonicalize_clip
 from ..registry import register_pass
 from .realize import SHAPE_OPS, Activation, QOutput, QTensor, integer_layer, integer_mean, integer_merge
 from .schemes import QuantSpec
@@ -63,12 +64,34 @@ def _activation(call: relax.Call | None) -> Activation:
     return Activation(lo=float(call.args[1].value), hi=float(call.args[2].value))
 
 
-def _weights(dq: relax.Call, transposed: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """Symmetric int8 weight codes (laid out as the float op uses them) and their scales."""
+def _weights(dq: relax.Call, channel_axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Symmetric int8 weight codes and their scales (one, or one per output channel: the
+    dequantize's axis must be ``channel_axis`` of the weight)."""
     codes, scale, zero = _value(dq.args[0]), _value(dq.args[1]), _value(dq.args[2])
     if codes.dtype != np.int8 or np.any(zero != 0):
         return None
-    return (codes.T.copy() if transposed else codes), scale.reshape(-1)
+    if scale.size > 1 and int(dq.attrs.axis) % codes.ndim != channel_axis % codes.ndim:
+        return None
+    return codes, scale.reshape(-1)
+
+
+def _channel_values(const: relax.Constant, added: relax.Expr, layer: relax.Call, axis: int) -> np.ndarray | None:
+    """The float constant ``const``, ``added`` to ``layer`` (reshaped, maybe), as one value per
+    output channel, or None when it varies along another axis."""
+    value = _value(const).reshape([int(d) for d in added.ty.shape])
+    ndim = len(layer.ty.shape)
+    dims = [1] * (ndim - value.ndim) + list(value.shape)  # broadcast from the right
+    if value.ndim > ndim or any(d != 1 for i, d in enumerate(dims) if i != axis % ndim):
+        return None
+    return value.astype(np.float64).reshape(-1)
+
+
+def weight_bits(codes: np.ndarray) -> int:
+    """Bits the weight codes need: 1 for ±1 (bipolar), else the narrowest signed width."""
+    if np.isin(codes, (-1, 1)).all():
+        return 1
+    lo, hi = int(codes.min()), int(codes.max())
+    return max(2, next(b for b in range(2, 9) if -(2 ** (b - 1)) <= lo and hi < 2 ** (b - 1)))
 
 
 def _patterns(records: list, integer_only: bool):
@@ -77,14 +100,19 @@ def _patterns(records: list, integer_only: bool):
     x, w, b = deq(wildcard()), deq(is_const()), deq(is_const())
     w_t = is_op("relax.permute_dims")(w)
     layer = is_op("relax.nn.conv2d")(x, w) | is_op("relax.matmul")(x, w_t) | is_op("relax.matmul")(x, w)
-    bias = b | is_op("relax.reshape")(b, wildcard())
-    biased = layer | is_op("relax.add")(layer, bias)
+    fb = is_const()  # a float bias (QONNX/Brevitas models leave biases unquantized)
+    bias = b | fb | is_op("relax.reshape")(b | fb, wildcard())
+    with_bias = is_op("relax.add")(layer, bias)
+    biased = layer | with_bias
     act = is_op("relax.nn.relu")(biased) | is_op("relax.clip")(biased, wildcard(), wildcard())
     out = is_op("relax.quantize")(biased | act, is_const(), is_const())
 
     def layer_rewrite(expr, m):
         xq = _qtensor(m[x])
-        weights = _weights(m[w], transposed=w_t in m)
+        transposed = w_t in m
+        weights = _weights(m[w], 0 if transposed or m[layer].op.name == "relax.nn.conv2d" else 1)
+        if weights is not None and transposed:
+            weights = weights[0].T.copy(), weights[1]
         output = _output(expr, _activation(m.get(act)))
         if xq is None or weights is None or output is None:
             return expr
@@ -92,7 +120,13 @@ def _patterns(records: list, integer_only: bool):
         if b in m:
             codes, scale, zero = (_value(a) for a in m[b].args)
             bias_value = ((codes.astype(np.int64) - zero) * scale).reshape(-1)
-        records.append({"index": len(records), "mode": f"qdq_{xq.spec.dtype}×int8", "reason": ""})
+        elif fb in m:
+            axis = 1 if m[layer].op.name == "relax.nn.conv2d" else -1
+            bias_value = _channel_values(m[fb], m[with_bias].args[1], m[layer], axis)
+            if bias_value is None:
+                return expr
+        records.append({"index": len(records), "mode": f"qdq_{xq.spec.dtype}×int{weight_bits(weights[0])}",
+                        "reason": ""})
         return integer_layer(m[layer], xq, *weights, bias_value, output, integer_only)
 
     a, c = deq(wildcard()), deq(wildcard())
@@ -147,7 +181,7 @@ def qdq_to_integer(integer_only: bool = False) -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="qdq_to_integer")
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        func = relax.transform.CanonicalizeBindings()(mod)["main"]
+        func = relax.transform.CanonicalizeBindings()(canonicalize_clip()(mod))["main"]
         records: list = []
         for pattern, rewriter in _patterns(records, integer_only):
             func = rewrite_call(pattern, rewriter, func)
