@@ -41,11 +41,14 @@ LAYERS = {  # ResNet-18 layers at 224x224 and its classifier (batch 8): (layer k
                                lambda isa: conv2d(ConvShape(1, 14, 14, 256, 256, 3, 3, padding=(1,) * 4), isa)),
     "fc 8x512->1000": ("matmul", lambda isa: matmul((), 8, 512, 1000, isa)),
 }
-PEAK_BLOCK = {  # independent instructions of each kind (8 accumulators, no dependencies between them)
-    "sdot": "sdot v{i}.4s, v16.16b, v{j}.16b",
-    "smmla": "smmla v{i}.4s, v16.16b, v{j}.16b",
-    "smull": "smull v{i}.8h, v16.8b, v{j}.8b\nsadalp v{k}.4s, v{i}.8h",
+PEAK_BLOCK = {  # independent instructions of each kind (PEAK_CHAINS accumulators, no dependencies between them)
+    "sdot": "sdot v{i}.4s, v31.16b, v{j}.16b",
+    "smmla": "smmla v{i}.4s, v31.16b, v{j}.16b",
+    "smull": "smull v{i}.8h, v31.8b, v{j}.8b\nsadalp v{k}.4s, v{i}.8h",
 }
+# Enough accumulator chains to cover latency × throughput on every modelled core (with 8,
+# smmla on neoverse-v1 is latency-bound: 3 cycles × 4 per cycle)
+PEAK_CHAINS = 12
 MACS = {"sdot": 16, "smmla": 32, "smull": 8}  # int8 multiply-accumulates per instruction (smull+sadalp: per pair)
 
 
@@ -79,22 +82,34 @@ def hottest_loop(asm: str, mnemonic: str) -> list[str]:
     return best
 
 
-def mca(mca_bin: str, cpu: str, lines: list[str], iterations: int = 500) -> dict:
-    """Simulated cycles per iteration and the block reciprocal throughput of ``lines`` on ``cpu``."""
+def mca_regions(mca_bin: str, cpu: str, regions: list[list[str]], iterations: int = 500) -> list[dict]:
+    """Simulated cycles per iteration and block reciprocal throughput of each region of
+    instructions on ``cpu``, each simulated on its own (one ``llvm-mca`` run for all)."""
+    text = "".join(f"# LLVM-MCA-BEGIN r{i}\n" + "\n".join(lines) + "\n# LLVM-MCA-END\n"
+                   for i, lines in enumerate(regions))
     with tempfile.NamedTemporaryFile("w", suffix=".s") as src:
-        src.write("\n".join(lines) + "\n")
+        src.write(text)
         src.flush()
         out = subprocess.run([mca_bin, "-mtriple=aarch64-linux-gnu", f"-mcpu={cpu}", "-mattr=+dotprod,+i8mm",
-                              f"-iterations={iterations}", src.name], capture_output=True, text=True, check=True).stdout
-    cycles = int(re.search(r"Total Cycles:\s+(\d+)", out).group(1))
-    rthroughput = float(re.search(r"Block RThroughput:\s+([\d.]+)", out).group(1))
-    return {"cycles_per_iter": cycles / iterations, "block_rthroughput": rthroughput}
+                              f"-iterations={iterations}", "-resource-pressure=0", "-instruction-info=0", src.name],
+                             capture_output=True, text=True, check=True).stdout
+    cycles = [int(c) for c in re.findall(r"Total Cycles:\s+(\d+)", out)]
+    rthroughput = [float(r) for r in re.findall(r"Block RThroughput:\s+([\d.]+)", out)]
+    if len(cycles) != len(regions):
+        raise RuntimeError(f"llvm-mca reported {len(cycles)} regions of {len(regions)}")
+    return [{"cycles_per_iter": c / iterations, "block_rthroughput": r} for c, r in zip(cycles, rthroughput)]
+
+
+def mca(mca_bin: str, cpu: str, lines: list[str], iterations: int = 500) -> dict:
+    """Simulated cycles per iteration and the block reciprocal throughput of ``lines`` on ``cpu``."""
+    return mca_regions(mca_bin, cpu, [lines], iterations)[0]
 
 
 def peak(mca_bin: str, cpu: str, kind: str) -> float:
     """Dot-product instructions per cycle that llvm-mca allows ``cpu`` at best."""
-    lines = [line for i in range(8) for line in PEAK_BLOCK[kind].format(i=i, j=20 + i % 4, k=24 + i).splitlines()]
-    return 8 / mca(mca_bin, cpu, lines)["cycles_per_iter"]
+    lines = [line for i in range(PEAK_CHAINS)
+             for line in PEAK_BLOCK[kind].format(i=i, j=28 + i % 3, k=PEAK_CHAINS + i).splitlines()]
+    return PEAK_CHAINS / mca(mca_bin, cpu, lines)["cycles_per_iter"]
 
 
 def main() -> None:

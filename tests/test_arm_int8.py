@@ -3,9 +3,9 @@
 
 Each case is one realized integer layer (int8 × int8 → int32 + bias → requantize, clip)
 lowered through the full pipeline for a board preset; its fused, scheduled PrimFuncs run
-under emulation through ``tests/arm_host.c`` (:mod:`arm_emu`). The ``sdot`` and ``smmla``
-paths run on ``-cpu max``; the NEON path on ``-cpu cortex-a72`` (the Raspberry Pi 4's core: no
-dotprod).
+under emulation through ``tests/arm_host.c`` (:mod:`arm_emu`); a few conv kernels also run alone
+on NHWC or NCHW input. The ``sdot`` and ``smmla`` paths run on ``-cpu max``; the NEON path on
+``-cpu cortex-a72`` (the Raspberry Pi 4's core: no dotprod).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from tvm import relax
 
 from arm_emu import SYSROOT, disassembly, host_binary, library, missing_tools, run_lowered
 from compiler.build import lower
@@ -22,18 +23,20 @@ from compiler.errors import SqueezeError
 from compiler.profile import kernel_table
 from passes.quantize.realize import QOutput
 from passes.quantize.schemes import QuantSpec
-from quant_utils import U8, conv_layer, matmul_layer
+from quant_utils import U8, conv_layer, matmul_layer, numpy_conv
 from targets import get_target
 from targets.arm import BOARDS
 from targets.arm.intrin import NEON, SDOT, SMMLA
+from targets.integer.kernels import ConvShape, conv2d, pack_conv_weight
+from targets.integer.schedule import schedule_int8
 
 needs_emulator = pytest.mark.skipif(bool(missing_tools()), reason=missing_tools() or "")
 S8 = QuantSpec(8, symmetric=True)
 S8_OUT = QOutput(scale=0.08, zero=-3, lo=-128, hi=127, dtype="int8")
 U8_OUT = QOutput(scale=2 ** -4, zero=7, lo=7, hi=255, dtype="uint8")
 # (board, qemu -cpu): each ARM integer path, on a core that has exactly what it needs
-PATHS = [pytest.param("rpi5", "max", id="sdot"), pytest.param("rpi4", "cortex-a72", id="neon")]
-MATMUL_PATHS = [*PATHS, pytest.param("graviton3", "max", id="smmla")]  # graviton3's convs: sdot
+PATHS = [pytest.param("rpi5", "max", id="sdot"), pytest.param("rpi4", "cortex-a72", id="neon"),
+         pytest.param("graviton3", "max", id="smmla")]
 
 CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups)
     (1, 3, 9, 9, 5, 3, 1, 1, 1, 1),       # C, O not multiples of 4; stem-like fold
@@ -81,12 +84,53 @@ def test_conv_bit_exact(case, board, cpu, tmp_path):
 
 
 @needs_emulator
-@pytest.mark.parametrize("board,cpu", MATMUL_PATHS)
+@pytest.mark.parametrize("board,cpu", PATHS)
 @pytest.mark.parametrize("case", _table(MATMUL_CASES, DEFAULT_MATMUL, lambda c: f"{c[0]}x{c[1]}"))
 def test_matmul_bit_exact(case, board, cpu, tmp_path):
     shape, n_out = case
     program, x_codes, want = matmul_layer(shape, n_out, S8, 0, S8_OUT, fixed=False, seed=n_out)
     _check(program, board, cpu, x_codes, want, tmp_path)
+
+
+KERNEL_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups): one kernel reading NHWC or NCHW directly
+    (1, 3, 30, 30, 64, 7, 2, 3, 1, 1),   # stem: folds kernel columns (NHWC) or planes (NCHW) into the reduction
+    (2, 3, 17, 15, 20, 5, 2, 2, 2, 1),   # dilated: no fold, odd output width
+    (1, 10, 9, 11, 24, 3, 2, 0, 1, 2),   # grouped, 5 channels per group
+]
+KERNEL_PATHS = [pytest.param("graviton3", "max", SMMLA, id="smmla"),  # (board, qemu -cpu, the board's ISA)
+                pytest.param("rpi5", "max", SDOT, id="sdot", marks=pytest.mark.slow),
+                pytest.param("rpi4", "cortex-a72", NEON, id="neon", marks=pytest.mark.slow)]
+
+
+def _kernel_module(func, x: np.ndarray, weight: np.ndarray, out_shape: tuple[int, ...]):
+    """A Relax ``main`` calling the scheduled kernel ``func`` once (what :func:`run_lowered` runs)."""
+    bb = relax.BlockBuilder()
+    data = relax.Var("x", relax.TensorType(x.shape, str(x.dtype)))
+    with bb.function("main", [data]):
+        gvar = bb.add_func(func.without_attr("global_symbol"), "kernel")
+        out = bb.emit(relax.call_tir(gvar, [data, relax.const(weight)], relax.TensorType(out_shape, "int32")))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@needs_emulator
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("board,cpu,isa", KERNEL_PATHS)
+@pytest.mark.parametrize("case", _table(KERNEL_CASES, {0, 2}, _ids))
+def test_conv_kernel_reads_either_layout(case, board, cpu, isa, layout, tmp_path):
+    """The conv kernel alone on NHWC or NCHW input (the width folds and the padding value)."""
+    n, c, h, w, o, k, stride, pad, dil, groups = case
+    shape = ConvShape(n, h, w, c, o, k, k, (stride,) * 2, (pad,) * 4, (dil,) * 2, groups)
+    rng = np.random.default_rng(sum(case))
+    x = rng.integers(-128, 128, (n, c, h, w)).astype(np.int8)
+    weight = rng.integers(-128, 128, (o, c // groups, k, k)).astype(np.int8)
+    spec, data = get_target(board), x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()
+    func = schedule_int8(conv2d(shape, isa, -9, layout), spec.target).mod["main"]
+    mod = _kernel_module(func, data, pack_conv_weight(weight, shape, isa, layout),
+                         (n, shape.out_height, shape.out_width, o))
+    (got,) = run_lowered(mod, spec, [data], tmp_path, cpu)
+    want = numpy_conv(x.astype(np.int64), weight, stride, pad, dil, groups, pad_value=-9).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(got, want)
 
 
 @needs_emulator
@@ -101,7 +145,7 @@ def test_unsigned_activations_fixed_point_bit_exact(board, cpu, tmp_path):
 
 @pytest.mark.slow
 @needs_emulator
-@pytest.mark.parametrize("board,cpu", MATMUL_PATHS)
+@pytest.mark.parametrize("board,cpu", PATHS)
 @pytest.mark.parametrize("kind", ["conv", "matmul"])
 def test_fixed_point_and_per_channel_clip_bit_exact(kind, board, cpu, tmp_path):
     """Integer-only requantization with an equalized ReLU6 (upper clip per output channel), on
@@ -119,22 +163,26 @@ def test_fixed_point_and_per_channel_clip_bit_exact(kind, board, cpu, tmp_path):
 
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
-    """A conv layer and a matmul layer lowered and linked for each board:
-    {board: (library, lowered module, input codes)}."""
+    """A conv layer lowered and linked for each board, and a matmul layer for graviton3:
+    {name: (library, lowered module, input codes)}."""
     conv, x_conv, _ = conv_layer((1, 16, 8, 8, 32, 3, 1, 1, 1, 1), S8, 0, S8_OUT, fixed=False, seed=2)
     dense, x_dense, _ = matmul_layer((4, 64), 24, S8, 0, S8_OUT, fixed=False, seed=3)
     out = {}
-    for board, program, x in (("rpi5", conv, x_conv), ("rpi4", conv, x_conv), ("graviton3", dense, x_dense)):
+    for name, board, program, x in (("rpi5", "rpi5", conv, x_conv), ("rpi4", "rpi4", conv, x_conv),
+                                    ("graviton3", "graviton3", conv, x_conv),
+                                    ("graviton3-dense", "graviton3", dense, x_dense)):
         spec = get_target(board)
         mod = lower(program, spec)
-        out[board] = (library(mod, spec, tmp_path_factory.mktemp(board) / "kernels.so"), mod, x)
+        out[name] = (library(mod, spec, tmp_path_factory.mktemp(name) / "kernels.so"), mod, x)
     return out
 
 
 @needs_emulator
 def test_disassembly_holds_the_isa_instructions(libraries):
-    sdot, neon, smmla = (disassembly(libraries[b][0]) for b in ("rpi5", "rpi4", "graviton3"))
-    assert "\tsdot\t" in sdot and "\tsmmla\t" in smmla
+    sdot, neon, smmla, smmla_dense = (disassembly(libraries[b][0])
+                                      for b in ("rpi5", "rpi4", "graviton3", "graviton3-dense"))
+    assert "\tsdot\t" in sdot and "\tsmmla\t" in smmla and "\tsmmla\t" in smmla_dense
+    assert "\tsdot\t" not in smmla and "\tsdot\t" not in smmla_dense
     assert "\tsdot\t" not in neon and "\tsmull\t" in neon and "\tsadalp\t" in neon
 
 
@@ -158,10 +206,10 @@ def test_board_presets(board):
                                 "num-cores": cores}
     assert spec.arch == "aarch64" and not spec.runs_on_host() and spec.quant_scheme == "int8_sym"
     assert spec.cross_compiler == "aarch64-linux-gnu-gcc"
-    isa = SDOT if "+dotprod" in mattr else NEON
-    assert isa.instruction in spec.description and "neon" in spec.isa
-    i8mm = "+i8mm" in mattr
-    assert ("smmla for matmul" in spec.description) == i8mm == (SMMLA.instruction in str(spec.accelerates))
+    isa = SMMLA if "+i8mm" in mattr else SDOT if "+dotprod" in mattr else NEON
+    assert spec.description.endswith(f"int8 via {isa.instruction}") and "neon" in spec.isa
+    kernels = {s.kernel.split()[0] for s in spec.accelerates if s.integer and s.op != "depthwise_conv2d"}
+    assert kernels == {isa.instruction}, kernels
     assert spec.integer_ops == {"conv2d", "grouped_conv2d", "depthwise_conv2d", "matmul"}
 
 

@@ -3,10 +3,9 @@
 Each preset names its core (``mcpu``), the ISA extensions the code may use (``mattr``) and its
 core count; code is cross-compiled for ``aarch64-linux-gnu`` and linked with
 ``aarch64-linux-gnu-gcc`` (Debian ``gcc-aarch64-linux-gnu``). Integer layers run on the
-shared kernels (:mod:`targets.integer`) with the best dot product the core has: ``sdot``
-(Armv8.2 dotprod) or ``smull``/``sadalp`` (any NEON core), and ``smmla`` (Armv8.6 i8mm) for
-matmuls, see :mod:`.intrin`. All take int8 × int8, so these targets quantize symmetrically
-(``int8_sym``).
+shared kernels (:mod:`targets.integer`) with the best dot product the core has: ``smmla``
+(Armv8.6 i8mm), ``sdot`` (Armv8.2 dotprod) or ``smull``/``sadalp`` (any NEON core), see
+:mod:`.intrin`. All take int8 × int8, so these targets quantize symmetrically (``int8_sym``).
 
 ``aarch64`` is portable Armv8.0 NEON code that runs on every 64-bit Arm core (Cortex-A53 and
 A72 included; the host target on an AArch64 machine, linked by the native compiler there); pick a
@@ -45,20 +44,16 @@ def arm_spec(name: str) -> TargetSpec:
     cpu, mattr, cores, what = BOARDS[name]
     target_json = {"kind": "llvm", "mtriple": TRIPLE, "mcpu": cpu, "mattr": list(mattr), "num-cores": cores}
     features = frozenset(str(f) for f in llvm_get_cpu_features(tvm.target.Target(target_json)))
-    conv_isa = integer.select_isa(features, [isa for isa in ISAS if isa.rows == 1])
-    matmul_isa = integer.select_isa(features, ISAS)
-    choice = {op: matmul_isa if op == "matmul" else conv_isa for op in LAYER_KINDS}
-    ops = tuple(support for op, isa in choice.items() for support in integer.support(isa, [op]))
-    via = conv_isa.instruction + (f", {matmul_isa.instruction} for matmul" if matmul_isa != conv_isa else "")
+    isa = integer.select_isa(features, ISAS)
     return TargetSpec(
         name=name,
-        description=f"{what}: -mcpu={cpu}; int8 via {via}",
+        description=f"{what}: -mcpu={cpu}; int8 via {isa.instruction}",
         target_json=target_json,
-        accelerates=FP32_OPS + ops,
+        accelerates=FP32_OPS + integer.support(isa),
         quant_scheme="int8_sym",  # s8 activations x s8 weights: what smmla / sdot / smull take
         schedule=integer.schedule(default_schedule),
         schedule_func=integer.schedule_func(schedule_primfunc),
-        legalize=integer.legalize_by_op(choice),
+        legalize=integer.legalize(isa, LAYER_KINDS),
         search_strategy=integer.search_strategy,
         features=tuple(sorted(features)),
         cross_compiler=None if triple_arch(host_triple()) == "aarch64" else CROSS_COMPILER,

@@ -7,14 +7,14 @@ lane) by ``L`` lanes × ``G`` int8 weights and adds the ``G`` products into ``L`
 =========== === === === ============================================================= ==========
 ISA          R   L   G  instructions                                                  features
 =========== === === === ============================================================= ==========
-``smmla``    2   2   8  ``smmla v.4s, v.16b, v.16b`` (Armv8.6 i8mm), matmul only        i8mm
+``smmla``    2   2   8  ``smmla v.4s, v.16b, v.16b`` (Armv8.6 i8mm)                    i8mm
 ``sdot``     1   4   4  ``sdot v.4s, v.16b, v.16b`` (Armv8.2 dot product)             dotprod
 ``neon``     1   4   2  ``smull v.8h, v.8b, v.8b`` + ``sadalp v.4s, v.8h`` (Armv8.0)  neon
 =========== === === === ============================================================= ==========
 
-``smmla``'s accumulator is a 2 × 2 block, its operands two 8-byte rows: the implementation
-joins two rows of activations and of accumulators (strided in the kernel's buffers) into
-one register each and splits the result back.
+``smmla``'s accumulator is a 2 × 2 block, its operands two 8-byte rows: the kernels store
+both as contiguous blocks (:mod:`targets.integer.kernels`), so each operand is one 16-byte
+load and the accumulator one register.
 
 ``smull`` widens 8 products to int16 exactly (``|-128 · -128| < 2^15``) and ``sadalp`` adds
 adjacent pairs into the int32 accumulators: bit-exact, unlike the saturating ``sqdmlal``.
@@ -70,20 +70,16 @@ def _smull_sadalp_impl():
 def _smmla_impl():
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        row_a, row_c = T.int32(), T.int32()
-        A = T.match_buffer(a, (2, 8), "int8", offset_factor=1, strides=[row_a, 1])
+        A = T.match_buffer(a, (2, 8), "int8", offset_factor=1)
         B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
-        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1, strides=[row_c, 1])
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1)
         with T.sblock("root"):
             T.reads(C[0:2, 0:2], A[0:2, 0:8], B[0:2, 0:8])
             T.writes(C[0:2, 0:2])
-            acc = T.call_llvm_pure_intrin(
+            C.vstore([0, 0], T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smmla.v4i32.v16i8"),
-                T.Shuffle([C.vload([0, 0], dtype="int32x2"), C.vload([1, 0], dtype="int32x2")], [0, 1, 2, 3]),
-                T.Shuffle([A.vload([0, 0], dtype="int8x8"), A.vload([1, 0], dtype="int8x8")], list(range(16))),
-                B.vload([0, 0], dtype="int8x16"), dtype="int32x4")
-            C[0, T.ramp(T.int32(0), 1, 2)] = T.Shuffle([acc], [0, 1])
-            C[1, T.ramp(T.int32(0), 1, 2)] = T.Shuffle([acc], [2, 3])
+                C.vload([0, 0], dtype="int32x4"), A.vload([0, 0], dtype="int8x16"),
+                B.vload([0, 0], dtype="int8x16"), dtype="int32x4"))
 
     return impl
 

@@ -9,7 +9,7 @@ tensor intrinsics (see targets/README.md).
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 import tvm
 from tvm import s_tir, tirx
@@ -50,15 +50,6 @@ def legalize(isa: DotISA, ops: Iterable[str]) -> Callable[[tvm.target.Target], t
     return lambda _target: int8_kernels(isa, ops)
 
 
-def legalize_by_op(isas: Mapping[str, DotISA]) -> Callable[[tvm.target.Target], tvm.transform.Pass]:
-    """``TargetSpec.legalize`` hook with an ISA per layer kind (e.g. ``smmla`` for matmul,
-    ``sdot`` for convs): one rewrite per ISA, in order."""
-    by_isa: dict[DotISA, set[str]] = {}
-    for op, isa in isas.items():
-        by_isa.setdefault(isa, set()).add(op)
-    return lambda _target: tvm.transform.Sequential([int8_kernels(isa, frozenset(ops)) for isa, ops in by_isa.items()])
-
-
 def schedule_func(fallback: FuncSchedule) -> FuncSchedule:
     """``TargetSpec.schedule_func``: the integer kernel schedule of a PrimFunc holding one,
     else ``fallback`` (the target's FP32 rules)."""
@@ -91,5 +82,5 @@ def schedule(fallback: Callable[[tvm.target.Target], tvm.transform.Pass]):
     return make
 
 
-__all__ = ["DotISA", "register_isa", "get_isa", "select_isa", "dot_desc", "support", "legalize", "legalize_by_op",
-           "schedule", "schedule_func", "search_strategy"]
+__all__ = ["DotISA", "register_isa", "get_isa", "select_isa", "dot_desc", "support", "legalize", "schedule",
+           "schedule_func", "search_strategy"]

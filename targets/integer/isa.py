@@ -45,8 +45,9 @@ class DotISA:
     instruction : str
         The instruction's name, for ``squeeze targets`` (e.g. ``vpdpbusd zmm``).
     rows : int
-        Activation rows (matrix rows) one instruction takes; above 1 only the matmul kernel
-        uses the ISA (a conv's neighbouring pixels are not one strided operand).
+        Activation rows (matrix rows) one instruction takes: neighbouring output pixels of a
+        conv, matrix rows of a matmul, stored by the kernels as contiguous ``[rows, group]``
+        activation and ``[rows, lanes]`` accumulator blocks.
     """
 
     name: str
@@ -68,7 +69,8 @@ class DotISA:
 
     @property
     def float_lanes(self) -> int:
-        """float32 / int32 elements per vector register (the depthwise kernel's vector)."""
+        """float32 / int32 elements per vector register (``rows × lanes`` accumulators; the
+        epilogue's and the depthwise kernel's vector)."""
         return self.vector_bytes // 4
 
 
@@ -99,7 +101,8 @@ def select_isa(features: Iterable[str], candidates: Iterable[DotISA]) -> DotISA 
 
 def dot_desc(lanes: int, group: int, act_dtype: str, weight_dtype: str, rows: int = 1):
     """TensorIntrin description shared by every ISA: ``C[i] += A[k] * B[i, k]`` in int32, or
-    ``C[r, i] += A[r, k] * B[i, k]`` with strided rows of ``A`` and ``C`` when ``rows`` > 1."""
+    ``C[r, i] += A[r, k] * B[i, k]`` when ``rows`` > 1, ``A`` and ``C`` each one contiguous block
+    (the kernels store a matrix ISA's activations and accumulators so)."""
     if rows > 1:
         return _matrix_desc(rows, lanes, group, act_dtype, weight_dtype)
 
@@ -122,10 +125,9 @@ def dot_desc(lanes: int, group: int, act_dtype: str, weight_dtype: str, rows: in
 def _matrix_desc(rows: int, lanes: int, group: int, act_dtype: str, weight_dtype: str):
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        row_a, row_c = T.int32(), T.int32()
-        A = T.match_buffer(a, (rows, group), act_dtype, offset_factor=1, strides=[row_a, 1])
+        A = T.match_buffer(a, (rows, group), act_dtype, offset_factor=1)
         B = T.match_buffer(b, (lanes, group), weight_dtype, offset_factor=1)
-        C = T.match_buffer(c, (rows, lanes), "int32", offset_factor=1, strides=[row_c, 1])
+        C = T.match_buffer(c, (rows, lanes), "int32", offset_factor=1)
         with T.sblock("root"):
             T.reads(C[0:rows, 0:lanes], A[0:rows, 0:group], B[0:lanes, 0:group])
             T.writes(C[0:rows, 0:lanes])

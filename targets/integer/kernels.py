@@ -10,6 +10,14 @@ Weights are packed once, at compile time, so that one instruction's operand is c
 - depthwise conv2d: ``[KH, KW, C]`` widened to float32 (exact) or int32;
 - matmul ``x[..., K] @ W[K, N]``: ``[ceil(N/L), ceil(K/Gk), L, Gk]``.
 
+Accumulators are ``[R, L]`` blocks, one vector register each, where ``R`` is the ISA's
+``rows`` (1, or 2 for a matrix instruction such as ``smmla``, whose rows are neighbouring
+output pixels of a conv or rows of a matmul); the crop stage unblocks them. For ``R`` > 1
+the padding stage also packs the activations into ``[R, Gk]`` blocks (:func:`_row_blocks`),
+so each instruction's operands are single loads: a conv's padded input is stored once per
+column with the column one stride to its right (twice the input), or, with a
+:func:`width_fold`, as the runs of each pair of output pixels.
+
 Channel counts that are not multiples of ``Gk`` or ``L`` are padded inside the kernel (input
 channels with zeros in a padding stage, output channels by computing whole vectors and
 cropping), so any shape works; convs with few input channels reduce over runs of kernel
@@ -147,6 +155,15 @@ def _attrs(kind: str, isa: DotISA, macs: int) -> dict:
     return {KERNEL_ATTR: kind, ISA_ATTR: isa.name, MACS_ATTR: macs, **CUSTOM_RULE}
 
 
+def _pixel(data: te.Tensor, shape: ConvShape, layout: str, pad_value: int, b, y, x, c, valid=True) -> tirx.PrimExpr:
+    """Input channel ``c`` of padded pixel ``(y, x)`` of image ``b``: ``pad_value`` outside
+    the image (or where ``valid`` is false)."""
+    top, left = shape.padding[:2]
+    inside = tirx.all(y >= top, y < top + shape.height, x >= left, x < left + shape.width, valid)
+    index = {"N": b, "H": y - top, "W": x - left, "C": c}
+    return tirx.if_then_else(inside, data[tuple(index[a] for a in layout)], tirx.const(pad_value, data.dtype))
+
+
 def _padded_input(data: te.Tensor, shape: ConvShape, layout: str, channels: int, pad_value: int) -> te.Tensor:
     """NHWC view of ``data`` (NHWC or NCHW), spatially padded with ``pad_value``, with
     ``channels`` channels per group (zeros appended)."""
@@ -154,33 +171,47 @@ def _padded_input(data: te.Tensor, shape: ConvShape, layout: str, channels: int,
     icg = shape.in_channels // shape.groups
     if layout == "NHWC" and (top, left, bottom, right) == (0, 0, 0, 0) and channels == icg:
         return data
-    h, w = shape.height, shape.width
+    return te.compute(_i64(shape.batch, shape.height + top + bottom, shape.width + left + right,
+                           shape.groups * channels), _group_value(data, shape, layout, channels, pad_value), name="pad")
+
+
+def _group_value(data: te.Tensor, shape: ConvShape, layout: str, channels: int, pad_value: int):
+    """``(b, y, x, c) ->`` padded pixel value, ``channels`` channels per group (zeros appended)."""
+    icg = shape.in_channels // shape.groups
 
     def value(b, y, x, c):
         g, ic = c // channels, c % channels
-        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w, ic < icg)
-        index = {"N": b, "H": y - top, "W": x - left, "C": g * icg + ic}
-        return tirx.if_then_else(inside, data[tuple(index[a] for a in layout)], tirx.const(pad_value, data.dtype))
+        return _pixel(data, shape, layout, pad_value, b, y, x, g * icg + ic, ic < icg)
 
-    return te.compute(_i64(shape.batch, h + top + bottom, w + left + right, shape.groups * channels), value,
-                      name="pad")
+    return value
 
 
 def _padded_runs(data: te.Tensor, shape: ConvShape, layout: str, length: int, pad_value: int) -> te.Tensor:
     """Padded input for a :func:`width_fold`: NHWC rows as (column, channel) bytes
     (``[N, H, length]``) or NCHW planes (``[N, C, H, length]``), padded with ``pad_value``."""
-    top, left, bottom, _ = shape.padding
-    h, w, c = shape.height, shape.width, shape.in_channels
-
-    def value(b, y, x, ch):
-        inside = tirx.all(y >= top, y < top + h, x >= left, x < left + w)
-        index = {"N": b, "H": y - top, "W": x - left, "C": ch}
-        return tirx.if_then_else(inside, data[tuple(index[a] for a in layout)], tirx.const(pad_value, data.dtype))
-
-    rows = h + top + bottom
+    rows, value = shape.height + shape.padding[0] + shape.padding[2], _run_value(data, shape, layout, pad_value)
     if layout == "NCHW":
-        return te.compute(_i64(shape.batch, c, rows, length), lambda b, ch, y, x: value(b, y, x, ch), name="pad")
-    return te.compute(_i64(shape.batch, rows, length), lambda b, y, q: value(b, y, q // c, q % c), name="pad")
+        return te.compute(_i64(shape.batch, shape.in_channels, rows, length), value, name="pad")
+    return te.compute(_i64(shape.batch, rows, length), value, name="pad")
+
+
+def _run_value(data: te.Tensor, shape: ConvShape, layout: str, pad_value: int):
+    """``(b, [plane,] y, q) ->`` byte ``q`` of a padded row of a :func:`width_fold` (NHWC:
+    (column, channel) bytes; NCHW: one channel plane)."""
+    c = shape.in_channels
+    if layout == "NCHW":
+        return lambda b, ch, y, x: _pixel(data, shape, layout, pad_value, b, y, x, ch)
+    return lambda b, y, q: _pixel(data, shape, layout, pad_value, b, y, q // c, q % c)
+
+
+def _row_blocks(value, lead: tuple[int, ...], positions: int, length: int, stride: int, step: int,
+                isa: DotISA) -> te.Tensor:
+    """The matrix ISA's activation operands, each one contiguous ``[R, G]`` block:
+    ``[*lead, positions, length / G, R, G]`` holds at position ``p``, reduction block ``k``
+    the ``R`` runs ``value(*lead, p * stride + r * step, k * G + j)`` (``r < R``, ``j < G``)."""
+    rows, grp = isa.rows, isa.group
+    return te.compute(_i64(*lead, positions, length // grp, rows, grp),
+                      lambda *i: value(*i[:-4], i[-4] * stride + i[-2] * step, i[-3] * grp + i[-1]), name="pad")
 
 
 def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHWC") -> tirx.PrimFunc:
@@ -188,44 +219,74 @@ def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHW
 
     ``pad_value`` fills the spatial padding (the input's zero point); ``layout`` is the
     input's, NHWC or NCHW (read through the padding stage, so no transpose runs before).
+    The accumulator is ``[N, OH, ceil(OW/R), G, OCB, R, L]``: ``R`` neighbouring output
+    pixels (the rows of a matrix ISA) × ``L`` channels per instruction, cropped at the end.
     """
-    if isa.rows != 1:
-        raise ValueError(f"conv2d kernels take one-row dot products, not '{isa.name}' ({isa.rows} rows)")
-    lanes, grp, groups = isa.lanes, isa.group, shape.groups
-    icg, ocg = shape.in_channels // groups, shape.out_channels // groups
+    lanes, grp, rows, groups = isa.lanes, isa.group, isa.rows, shape.groups
+    ocg = shape.out_channels // groups
     fold = width_fold(shape, isa, layout)
-    runs = {"": icg, "columns": icg * shape.kernel_w, "planes": shape.kernel_w}[fold]
-    kw = {"": shape.kernel_w, "columns": 1, "planes": icg}[fold]
-    ocb, icb = _ceil_div(ocg, lanes), _ceil_div(runs, grp)
+    runs = {"": shape.in_channels // groups, "columns": shape.in_channels * shape.kernel_w,
+            "planes": shape.kernel_w}[fold]
+    kw = {"": shape.kernel_w, "columns": 1, "planes": shape.in_channels}[fold]
+    ocb, icb, xb = _ceil_div(ocg, lanes), _ceil_div(runs, grp), _ceil_div(shape.out_width, rows)
     data = _input(shape, layout, isa.act_dtype)
     weight = te.placeholder(_i64(groups, ocb, shape.kernel_h, kw, icb, lanes, grp), isa.weight_dtype, name="weight")
-    (sh, sw), (dh, dw) = shape.strides, shape.dilation
     ry, rx, rc = _reduce(shape.kernel_h, "ry"), _reduce(kw, "rx"), _reduce(icb * grp, "rc")
-    if fold:  # a run of a pixel's window starts at x * sw (planes) or x * sw * C (columns)
-        step = sw * (icg if fold == "columns" else 1)
-        span = (shape.width + shape.padding[1] + shape.padding[3]) * (icg if fold == "columns" else 1)
-        length = _ceil_div(max(span, (shape.out_width - 1) * step + icb * grp), 16) * 16
-        padded = _padded_runs(data, shape, layout, length, pad_value)
-
-        def window(b, y, x, g):
-            if fold == "planes":
-                return padded[b, rx, y * sh + ry * dh, x * step + rc]
-            return padded[b, y * sh + ry * dh, x * step + rx + rc]
-    else:
-        padded = _padded_input(data, shape, layout, icb * grp, pad_value)
-
-        def window(b, y, x, g):
-            return padded[b, y * sh + ry * dh, x * sw + rx * dw, g * icb * grp + rc]
+    window = (_block_window(data, shape, isa, layout, pad_value, fold, icb * grp, xb) if rows > 1
+              else _run_window(data, shape, layout, pad_value, fold, icb * grp))
     conv = te.compute(
-        _i64(shape.batch, shape.out_height, shape.out_width, groups, ocb * lanes),
-        lambda b, y, x, g, o: te.sum(
-            window(b, y, x, g).astype("int32")
-            * weight[g, o // lanes, ry, rx, rc // grp, o % lanes, rc % grp].astype("int32"),
-            axis=[ry, rx, rc]),
+        _i64(shape.batch, shape.out_height, xb, groups, ocb, rows, lanes),
+        lambda b, y, x, g, o, r, i: te.sum(
+            window(b, y, x, r, g, ry, rx, rc).astype("int32")
+            * weight[g, o, ry, rx, rc // grp, i, rc % grp].astype("int32"), axis=[ry, rx, rc]),
         name="conv", attrs=_attrs("conv2d", isa, shape.macs))
-    out = te.compute(_i64(shape.batch, shape.out_height, shape.out_width, shape.out_channels),
-                     lambda b, y, x, c: conv[b, y, x, c // ocg, c % ocg], name="crop")
+
+    def crop(b, y, x, c):  # one group: c itself (TVM's region solver fails on c % OC % L)
+        g, o = (c // ocg, c % ocg) if groups > 1 else (0, c)
+        return conv[b, y, x // rows, g, o // lanes, x % rows, o % lanes]
+
+    out = te.compute(_i64(shape.batch, shape.out_height, shape.out_width, shape.out_channels), crop, name="crop")
     return te.create_prim_func([data, weight, out])
+
+
+def _run_window(data: te.Tensor, shape: ConvShape, layout: str, pad_value: int, fold: str, length: int):
+    """``(b, y, x, 0, g, ry, rx, rc) ->`` the activation of one-row ISAs: a padded input
+    (:func:`_padded_input`, or :func:`_padded_runs` for a :func:`width_fold`) read in place."""
+    (sh, sw), (dh, dw), icg = shape.strides, shape.dilation, shape.in_channels // shape.groups
+    if not fold:
+        padded = _padded_input(data, shape, layout, length, pad_value)
+        return lambda b, y, x, r, g, ry, rx, rc: padded[b, y * sh + ry * dh, (x + r) * sw + rx * dw, g * length + rc]
+    step = sw * (icg if fold == "columns" else 1)  # a run of a pixel's window starts at x * sw (* C)
+    span = (shape.width + shape.padding[1] + shape.padding[3]) * (icg if fold == "columns" else 1)
+    padded = _padded_runs(data, shape, layout, _ceil_div(max(span, (shape.out_width - 1) * step + length), 16) * 16,
+                          pad_value)
+    if fold == "planes":
+        return lambda b, y, x, r, g, ry, rx, rc: padded[b, rx, y * sh + ry * dh, (x + r) * step + rc]
+    return lambda b, y, x, r, g, ry, rx, rc: padded[b, y * sh + ry * dh, (x + r) * step + rx + rc]
+
+
+def _block_window(data: te.Tensor, shape: ConvShape, isa: DotISA, layout: str, pad_value: int, fold: str,
+                  length: int, blocks: int):
+    """``(b, y, x, r, g, ry, rx, rc) ->`` the activation of a matrix ISA: output pixels
+    ``R·x .. R·x + R-1`` read from :func:`_row_blocks` (per padded input column, the ``R``
+    columns one stride apart; with a :func:`width_fold`, per block of output pixels, their runs)."""
+    (sh, sw), (dh, dw), grp = shape.strides, shape.dilation, isa.group
+    rows, height = isa.rows, shape.height + shape.padding[0] + shape.padding[2]
+    if not fold:
+        columns = (blocks - 1) * rows * sw + (shape.kernel_w - 1) * dw + 1
+        packed = _row_blocks(_group_value(data, shape, layout, length, pad_value), (shape.batch, height), columns,
+                             shape.groups * length, 1, sw, isa)
+        return lambda b, y, x, r, g, ry, rx, rc: packed[b, y * sh + ry * dh, x * rows * sw + rx * dw,
+                                                        g * (length // grp) + rc // grp, r, rc % grp]
+    run = _run_value(data, shape, layout, pad_value)
+    step = sw * (shape.in_channels if fold == "columns" else 1)
+    if fold == "planes":
+        packed = _row_blocks(lambda b, ch, y, p, c: run(b, ch, y, p + c), (shape.batch, shape.in_channels, height),
+                             blocks, length, rows * step, step, isa)
+        return lambda b, y, x, r, g, ry, rx, rc: packed[b, rx, y * sh + ry * dh, x, rc // grp, r, rc % grp]
+    packed = _row_blocks(lambda b, y, p, c: run(b, y, p + c), (shape.batch, height), blocks, length,
+                         rows * step, step, isa)
+    return lambda b, y, x, r, g, ry, rx, rc: packed[b, y * sh + ry * dh, x, rc // grp, r, rc % grp]
 
 
 def depthwise_dtype(shape: ConvShape) -> str:
@@ -275,22 +336,32 @@ def pack_matmul_weight(weight_kn: np.ndarray, isa: DotISA) -> np.ndarray:
 
 def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA) -> tirx.PrimFunc:
     """``x[..., rows, K]`` @ packed ``W`` → int32 ``[..., rows, N]`` (rows padded to the ISA's
-    ``rows`` with zeros, like ``K``)."""
-    lanes, grp = isa.lanes, isa.group
-    kp, nb, rp = _ceil_div(k, grp) * grp, _ceil_div(n, lanes), _ceil_div(rows, isa.rows) * isa.rows
+    ``R`` with zeros, like ``K``); the accumulator is ``[..., rows/R, N/L, R, L]``, cropped at the end."""
+    lanes, grp, r_isa = isa.lanes, isa.group, isa.rows
+    kp, nb, rb = _ceil_div(k, grp) * grp, _ceil_div(n, lanes), _ceil_div(rows, r_isa)
     data = te.placeholder(_i64(*batch_shape, rows, k), isa.act_dtype, name="data")
     weight = te.placeholder(_i64(nb, kp // grp, lanes, grp), isa.weight_dtype, name="weight")
-    if (kp, rp) != (k, rows):
-        padded = te.compute(_i64(*batch_shape, rp, kp),
-                            lambda *i: tirx.if_then_else(tirx.all(i[-1] < k, i[-2] < rows), data[i],
-                                                         tirx.const(0, isa.act_dtype)), name="pad")
+
+    def value(*i):
+        return tirx.if_then_else(tirx.all(i[-1] < k, i[-2] < rows), data[i], tirx.const(0, isa.act_dtype))
+
+    if r_isa > 1:
+        packed = _row_blocks(value, batch_shape, rb, kp, r_isa, 1, isa)
+
+        def operand(block, r, rk):  # block: (*batch, row block)
+            return packed[(*block, rk // grp, r, rk % grp)]
     else:
-        padded = data
+        padded = te.compute(_i64(*batch_shape, rows, kp), value, name="pad") if kp != k else data
+
+        def operand(block, r, rk):
+            return padded[(*block[:-1], block[-1] + r, rk)]
     rk = _reduce(kp, "rk")
     acc = te.compute(
-        _i64(*batch_shape, rp, nb * lanes),
-        lambda *i: te.sum(padded[(*i[:-1], rk)].astype("int32")
-                          * weight[i[-1] // lanes, rk // grp, i[-1] % lanes, rk % grp].astype("int32"), axis=rk),
+        _i64(*batch_shape, rb, nb, r_isa, lanes),
+        lambda *i: te.sum(operand(i[:-3], i[-2], rk).astype("int32")
+                          * weight[i[-3], rk // grp, i[-1], rk % grp].astype("int32"), axis=rk),
         name="matmul", attrs=_attrs("matmul", isa, math.prod(batch_shape) * rows * k * n))
-    out = te.compute(_i64(*batch_shape, rows, n), lambda *i: acc[i], name="crop")
+    out = te.compute(_i64(*batch_shape, rows, n),
+                     lambda *i: acc[(*i[:-2], i[-2] // r_isa, i[-1] // lanes, i[-2] % r_isa, i[-1] % lanes)],
+                     name="crop")
     return te.create_prim_func([data, weight, out])

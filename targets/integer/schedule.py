@@ -132,75 +132,72 @@ def _split_tile(sch: s_tir.Schedule, loop: LoopRV, inner: int, max_inner: int) -
 
 
 def _schedule_conv2d(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
-    """Loops ``b, y, x, g, o | ry, rx, rc`` → ``b, par(y, g, o_out), x_out | ry, rx, rc_out |
-    x_in, o_vec, [o_lane, rc_in] = intrinsic`` with the padding stage computed per image, or
-    ``par(g, o_out, b, y), ...`` when the weights are larger than an image."""
+    """Loops ``b, y, x, g, o, r, l | ry, rx, rc`` (``x``: blocks of ``R`` pixels, ``o``: vectors)
+    → ``b, par(y, g, o_out), x_out | ry, rx, rc_out | x_in, o_in, [r, l, rc_in] = intrinsic``
+    with the padding stage computed per image, or ``par(g, o_out, b, y), ...`` when the
+    weights are larger than an image."""
     pads, store = _around(sch, block)
-    b, y, x, g, o, ry, rx, rc = sch.get_loops(block)
-    width, groups, channels = extents(sch, [x, g, o])
-    tile = pick_tile(width, channels // isa.lanes, isa.lanes, isa.registers)
+    b, y, x, g, o, r, lane, ry, rx, rc = sch.get_loops(block)
+    width, groups, vectors = extents(sch, [x, g, o])
+    tile = pick_tile(width, vectors, isa.float_lanes, isa.registers)
     # A tile must not straddle two groups' outputs (its epilogue would read the other's).
     out_per_group = int(sch.get(store).writes[0].source.shape[-1]) // groups
     per_tile = groups == 1 or out_per_group % isa.lanes == 0
     xo, xi = _split_tile(sch, x, tile.rows, MAX_TILE_ROWS)
-    ovec, ol = sch.split(o, [None, isa.lanes])
-    oo, ov = _split_tile(sch, ovec, tile.nvec, MAX_TILE_VECTORS)
+    oo, ov = _split_tile(sch, o, tile.nvec, MAX_TILE_VECTORS)
     rco, rci = sch.split(rc, [None, isa.group])
     weight_bytes = _nbytes(sch.get(block).reads[1].source)
     image_bytes = _nbytes(sch.get(block).reads[0].source) // extents(sch, [b])[0]
     if weight_bytes > image_bytes:
         # Weights outweigh an image: each thread takes a share of them, which serves the
         # whole batch while cached.
-        sch.reorder(g, oo, b, y, xo, ry, rx, rco, xi, ov, ol, rci)
+        sch.reorder(g, oo, b, y, xo, ry, rx, rco, xi, ov, r, lane, rci)
         sch.parallel(sch.fuse(g, oo, b, y))
         for pad in pads:
             _schedule_spatial(sch, pad, 64)
     else:  # image by image, each thread on a band of rows that it padded itself
-        sch.reorder(b, y, g, oo, xo, ry, rx, rco, xi, ov, ol, rci)
+        sch.reorder(b, y, g, oo, xo, ry, rx, rco, xi, ov, r, lane, rci)
         sch.parallel(sch.fuse(y, g, oo))
         for pad in pads:
             sch.compute_at(pad, b, preserve_unit_loops=True)
             _schedule_spatial(sch, pad, 64, shared=1)
-    _finish(sch, block, store, xo if per_tile else None, ry, [xi, ov], ol, isa)
+    _finish(sch, block, store, xo if per_tile else None, ry, [xi, ov], r, lane, isa)
 
 
 def _schedule_matmul(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
-    """Loops ``batch..., i, j | k`` → ``par(batch..., j_out, i_out) | k_out | i_in, j_vec, [j_lane, k_in]``
-    (``i_in, j_vec, [i_row, j_lane, k_in]`` for a matrix instruction of ``isa.rows`` rows)."""
+    """Loops ``batch..., i, j, r, l | k`` (``i``: blocks of ``R`` rows, ``j``: vectors) →
+    ``par(batch..., j_out, i_out) | k_out | i_in, j_in, [r, l, k_in] = intrinsic``."""
     pads, store = _around(sch, block)
     for pad in pads:
         _schedule_spatial(sch, pad, 64)
-    *batch, i, j, k = sch.get_loops(block)
-    rows, cols = extents(sch, [i, j])
-    operand = []
-    if isa.rows > 1:
-        i, ir = sch.split(i, [None, isa.rows])
-        operand = [ir]
-    tile = pick_tile(rows // isa.rows, cols // isa.lanes, isa.lanes * isa.rows, isa.registers)
+    *batch, i, j, r, lane, k = sch.get_loops(block)
+    rows, vectors = extents(sch, [i, j])
+    tile = pick_tile(rows, vectors, isa.float_lanes, isa.registers)
     io, ii = _split_tile(sch, i, tile.rows, MAX_TILE_ROWS)
-    jvec, jl = sch.split(j, [None, isa.lanes])
-    jo, jv = _split_tile(sch, jvec, tile.nvec, MAX_TILE_VECTORS)
+    jo, jv = _split_tile(sch, j, tile.nvec, MAX_TILE_VECTORS)
     ko, ki = sch.split(k, [None, isa.group])
-    sch.reorder(*batch, jo, io, ko, ii, jv, *operand, jl, ki)
+    sch.reorder(*batch, jo, io, ko, ii, jv, r, lane, ki)
     outer = sch.fuse(*batch, jo, io)
     sch.parallel(outer)
-    _finish(sch, block, store, outer, ko, [ii, jv], (operand or [jl])[0], isa)
+    _finish(sch, block, store, outer, ko, [ii, jv], r, lane, isa)
 
 
 def _finish(sch: s_tir.Schedule, block: SBlockRV, store: SBlockRV, tile_loop: LoopRV | None, reduce: LoopRV,
-            unrolled: list[LoopRV], lane: LoopRV, isa: DotISA) -> None:
+            unrolled: list[LoopRV], row: LoopRV, lane: LoopRV, isa: DotISA) -> None:
     """Epilogue per tile (or after the whole reduction when ``tile_loop`` is None),
-    accumulator initialisation, unrolling and tensorization."""
+    accumulator initialisation, unrolling and tensorization (at the ``row`` loop of a
+    matrix ISA's block, else at the ``lane`` loop)."""
     if not sch.get(store).same_as(sch.get(block)):
         if tile_loop is None:
-            _schedule_spatial(sch, store, isa.lanes)
+            _schedule_spatial(sch, store, isa.float_lanes)
         else:
-            _epilogue_at(sch, store, tile_loop, isa.lanes)
+            _epilogue_at(sch, store, tile_loop, isa.float_lanes)
     for loop in unrolled:
         sch.unroll(loop)
     init = sch.decompose_reduction(block, reduce)
-    vectorize_inner(sch, init, isa.lanes)
-    sch.tensorize(lane, isa.intrin)
+    init_row, init_lane = sch.get_loops(init)[-2:]
+    sch.vectorize(sch.fuse(init_row, init_lane))
+    sch.tensorize(row if isa.rows > 1 else lane, isa.intrin)
 
 
 def _schedule_depthwise(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
