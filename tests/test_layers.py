@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("compiler", "passes", "targets")
 # The core: below passes; imports nothing above it.
 CORE = {"compiler", "compiler.errors", "compiler.program", "compiler.ir", "compiler.frontend", "compiler.atomic",
-        "compiler.hostexec", "compiler.progress", "compiler.fold_shapes", "compiler.conv_transpose",
+        "compiler.hostexec", "compiler.progress", "compiler.fold_shapes", "compiler.conv_transpose", "compiler.qonnx",
         "compiler.onnx_checks", "compiler.control_flow", "compiler.recurrent"}
 RANK = {"core": 0, "passes": 1, "targets": 2, "driver": 3}
 

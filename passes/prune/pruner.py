@@ -7,7 +7,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import onnx
 
-from compiler.frontend import ModelLike, import_onnx, import_prepared, prepare_onnx
+from compiler.frontend import ModelLike, import_onnx, import_prepared, load_onnx, prepare_onnx
 from compiler.program import Program
 from passes.quantize.calibrate import load_calibration
 
@@ -55,12 +55,13 @@ def prune_model(model: ModelLike, config: PruneConfig, input_shapes: Mapping[str
         model and a summary (groups, kept channels, MACs, barriers, reconstruction errors).
     """
     proto, program, graph, names = analyze(model, input_shapes)
+    original = load_onnx(model)
     batches = None
     if config.calibration is not None:
         batches = load_calibration(config.calibration, program.inputs)[: config.max_samples]
     if config.granularity not in STRUCTURED:
         params, summary = sparsity.sparsify_params(program, graph, config)
-        pruned = prune_onnx(proto, graph, {}, params, names)
+        pruned = _dims_of(original, prune_onnx(proto, graph, {}, params, names))
         return PruneResult(import_onnx(pruned, input_shapes), pruned, summary)
     plan = choose_channels(program, graph, config, batches, log)
     params, records = dict(program.params), []
@@ -68,12 +69,31 @@ def prune_model(model: ModelLike, config: PruneConfig, input_shapes: Mapping[str
         params, records = Refitter(program, graph, batches, seed=config.seed)(plan, params, log)
     if batches is not None and config.refit_bn:
         params = recalibrate_bn(program, graph, plan, params, batches, skip=[r["layer"] for r in records])
-    pruned = prune_onnx(proto, graph, plan, params, names)
+    pruned = _dims_of(original, prune_onnx(proto, graph, plan, params, names))
     summary = structured_summary(graph, plan, config, records)
     if log is not None:
         log(f"pruned {len(plan)} channel groups: MACs {summary['macs_before']:,} -> {summary['macs_after']:,} "
             f"({summary['macs_before'] / max(summary['macs_after'], 1):.2f}x fewer)")
     return PruneResult(import_onnx(pruned, input_shapes), pruned, summary)
+
+
+def _ops(proto: onnx.ModelProto) -> list[str]:
+    return [n.op_type for n in proto.graph.node if n.op_type != "Constant"]
+
+
+def _dims_of(original: onnx.ModelProto, pruned: onnx.ModelProto) -> onnx.ModelProto:
+    """``pruned`` with the graph input and output shapes of ``original`` (a dynamic batch, say)
+    when preparing it for import folded nothing away, so that it runs at every size the original
+    did; a model whose shape computations were folded keeps the static shapes it was pruned at."""
+    if _ops(original) != _ops(pruned):
+        return pruned
+    for mine, theirs in ((pruned.graph.input, original.graph.input), (pruned.graph.output, original.graph.output)):
+        shapes = {v.name: v.type for v in theirs}
+        for value in mine:
+            if value.name in shapes:
+                value.type.CopyFrom(shapes[value.name])
+    pruned.graph.ClearField("value_info")  # inferred at the static shapes
+    return pruned
 
 
 def choose_channels(program: Program, graph: DepGraph, config: PruneConfig, batches: Sequence[dict] | None,
