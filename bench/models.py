@@ -55,15 +55,6 @@ SYMPY = importlib.util.find_spec("sympy") is not None  # ORT's symbolic shape in
 ENGINES = ("squeeze_fp32", "squeeze_int8", "ort_fp32", "ort_int8")
 
 
-def _ort_int8_saturates() -> bool:
-    """Whether this is an x86 host without VNNI, where ONNX Runtime's fused u8s8 kernels saturate."""
-    import platform
-
-    from targets.host import host_cpu
-
-    return platform.machine() in ("x86_64", "AMD64") and not {"avx512vnni", "avxvnni"} & host_cpu()[1]
-
-
 def one_line(err: BaseException) -> str:
     """The first informative line of an exception (TVM's messages carry tracebacks)."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
@@ -413,7 +404,9 @@ def table(records: list[dict], timed: bool) -> str:
             lines.append(f"  {rec['name']} [float]: {count} layer(s): {reason}")
     if len(lines) == 3:
         lines.append("  none")
-    if _ort_int8_saturates():
+    from targets.host import x86_without_vnni
+
+    if x86_without_vnni():
         lines.append("(no VNNI on this host: ONNX Runtime's u8s8 INT8 kernels saturate int16 sums here, so its "
                      "INT8 accuracy is understated; its docs advise reduce_range on such CPUs)")
     if not SYMPY:

@@ -36,7 +36,7 @@ _ROUNDING = {
     "HALF_UP": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
     "HALF_DOWN": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5),
 }
-_SUB_BYTE = {TensorProto.INT4: TensorProto.INT8, TensorProto.UINT4: TensorProto.UINT8}
+_SUB_BYTE = frozenset({TensorProto.INT4, TensorProto.UINT4})
 _CONTAINER = {True: ("int8", TensorProto.INT8, -128, 127), False: ("uint8", TensorProto.UINT8, 0, 255)}
 
 
@@ -58,10 +58,12 @@ def lower_quantizers(proto: onnx.ModelProto) -> onnx.ModelProto:
             consumers[name] = consumers.get(name, 0) + 1
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
-        rewrite = _lower_qonnx if node.domain in QONNX_DOMAINS else _widen_sub_byte
-        nodes.extend(rewrite(node, values, graph, nodes, consumers)
-                     if node.domain in QONNX_DOMAINS or node.op_type in ("QuantizeLinear", "DequantizeLinear")
-                     else [node])
+        if node.domain in QONNX_DOMAINS:
+            nodes.extend(_lower_qonnx(node, values, graph, nodes, consumers))
+        elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            nodes.extend(_widen_sub_byte(node, values, graph, nodes, consumers))
+        else:
+            nodes.append(node)
     graph.ClearField("node")
     graph.node.extend(nodes)
     drop_unused(graph)

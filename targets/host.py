@@ -43,6 +43,12 @@ def isa_extensions(features: Iterable[str]) -> list[str]:
     return sorted({f.lstrip("+") for f in features if f.lstrip("+").startswith(ISA_PREFIXES)})
 
 
+def x86_without_vnni() -> bool:
+    """Whether this is an x86 host without VNNI (AVX512_VNNI or AVX-VNNI): its int8 dot products
+    pair-sum in int16 (``vpmaddubsw``), which saturates (ONNX Runtime's u8s8 kernels there)."""
+    return triple_arch(host_triple()) == "x86_64" and not {"avx512vnni", "avxvnni"} & host_cpu()[1]
+
+
 def host_cores() -> int:
     """Cores available to this process (what TVM's thread pool should use)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

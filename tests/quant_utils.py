@@ -16,7 +16,7 @@ from passes.quantize.realize import QOutput, QTensor, integer_layer
 from passes.quantize.requantize import Requant, requantize_reference
 from passes.quantize.schemes import QuantSpec
 from targets import get_target
-from targets.host import host_cpu
+from targets.host import host_cpu, x86_without_vnni
 
 U8 = QuantSpec(8, symmetric=False)
 
@@ -109,7 +109,7 @@ def matmul_layer_case(shape: tuple[int, ...], n_out: int, weight_low: int, seed:
 
 # ONNX Runtime's fused u8 x s8 kernels on x86 without VNNI (vpmaddubsw) saturate int16 pair sums:
 # its own docs advise reduce_range there. Such a host gets no bit-exact integer reference from it.
-ORT_INT8_EXACT = bool({"avx512vnni", "avxvnni"} & host_cpu()[1])
+ORT_INT8_EXACT = not x86_without_vnni()
 
 
 def needs_exact_ort_int8(test):

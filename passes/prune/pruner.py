@@ -54,8 +54,8 @@ def prune_model(model: ModelLike, config: PruneConfig, input_shapes: Mapping[str
         The re-imported pruned program (weights detached, shapes re-inferred), the pruned ONNX
         model and a summary (groups, kept channels, MACs, barriers, reconstruction errors).
     """
-    proto, program, graph, names = analyze(model, input_shapes)
     original = load_onnx(model)
+    proto, program, graph, names = analyze(original, input_shapes)
     batches = None
     if config.calibration is not None:
         batches = load_calibration(config.calibration, program.inputs)[: config.max_samples]

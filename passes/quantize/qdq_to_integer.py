@@ -109,8 +109,8 @@ def _patterns(records: list, integer_only: bool):
 
     def layer_rewrite(expr, m):
         xq = _qtensor(m[x])
-        transposed = w_t in m
-        weights = _weights(m[w], 0 if transposed or m[layer].op.name == "relax.nn.conv2d" else 1)
+        transposed, conv = w_t in m, m[layer].op.name == "relax.nn.conv2d"
+        weights = _weights(m[w], 0 if transposed or conv else 1)
         if weights is not None and transposed:
             weights = weights[0].T.copy(), weights[1]
         output = _output(expr, _activation(m.get(act)))
@@ -121,8 +121,7 @@ def _patterns(records: list, integer_only: bool):
             codes, scale, zero = (_value(a) for a in m[b].args)
             bias_value = ((codes.astype(np.int64) - zero) * scale).reshape(-1)
         elif fb in m:
-            axis = 1 if m[layer].op.name == "relax.nn.conv2d" else -1
-            bias_value = _channel_values(m[fb], m[with_bias].args[1], m[layer], axis)
+            bias_value = _channel_values(m[fb], m[with_bias].args[1], m[layer], 1 if conv else -1)
             if bias_value is None:
                 return expr
         records.append({"index": len(records), "mode": f"qdq_{xq.spec.dtype}×int{weight_bits(weights[0])}",
