@@ -1,6 +1,6 @@
 """Quantization accuracy of Squeeze's PTQ against FP32 and ONNX Runtime on real data.
 
-Usage: ``python bench/quant.py [--quick] [--only fmnist,efficientnet,mobilenet]``
+Usage: ``python bench/quant.py [--quick] [--only fmnist,efficientnet,mobilenet] [--fmnist-configs int8,int4_log]``
 
 * ``fmnist``: Fashion-MNIST ResNet-8 top-1 on the 10k test images, calibrated on the 256 bundled
   train images; Squeeze observers × schemes (and bias correction) against ORT ``quantize_static``
@@ -38,7 +38,8 @@ from quant_utils import ort_quantize_static  # noqa: E402
 OBSERVERS = ("minmax", "percentile", "entropy", "mse")
 ORT_METHODS = ("minmax", "percentile", "entropy")  # the observers ORT also has
 # Fashion-MNIST rows: the schemes, and int8 with bias correction.
-FMNIST_CONFIGS = {s: {"scheme": s} for s in ("int8", "int8_per_tensor", "int8_integer_only", "int4")}
+FMNIST_CONFIGS = {s: {"scheme": s} for s in ("int8", "int8_per_tensor", "int8_integer_only", "int4", "int4_log",
+                                              "int8_pow2", "int4_log_shift")}
 FMNIST_CONFIGS["int8 + bias_correction"] = {"scheme": "int8", "bias_correction": True}
 # Squeeze's percentile observer keeps 99.99 % by default; ORT's Percentile method 99.999 %.
 OBSERVER_OPTIONS = {"percentile": {"percentile": 99.999}}
@@ -86,14 +87,16 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
-def fmnist(quick: bool) -> tuple[dict, str]:
-    """ResNet-8 top-1: FP32, Squeeze observers × configurations, ORT per calibration method."""
+def fmnist(quick: bool, only: list[str] | None = None) -> tuple[dict, str]:
+    """ResNet-8 top-1: FP32, Squeeze observers × configurations (``only``: these), ORT per
+    calibration method."""
     model = zoo.model_path("fmnist-resnet8")
     images, labels = zoo.fashion_mnist("test")
     if quick:
         images, labels = images[:2000], labels[:2000]
     calib = zoo.bundled_slice()["calib"]
     configs = {"int8": FMNIST_CONFIGS["int8"]} if quick else FMNIST_CONFIGS
+    configs = {k: c for k, c in configs.items() if k == "int8" or only is None or k in only}
     acc = lambda out: round(100 * float(np.mean(out.argmax(axis=1) == labels)), 2)  # noqa: E731
     fp32 = acc(ort_outputs(model, images))
     result = {"images": len(images), "calibration": len(calib), "fp32": fp32,
@@ -164,14 +167,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer images and configurations")
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
+    parser.add_argument("--fmnist-configs", help=f"Fashion-MNIST rows to run (int8 always): {', '.join(FMNIST_CONFIGS)}")
     args = parser.parse_args()
     results = {"quick": args.quick}
     for name in args.only.split(","):
         start = time.time()
-        results[name], text = SECTIONS[name](args.quick)
+        extra = {"only": args.fmnist_configs.split(",")} if name == "fmnist" and args.fmnist_configs else {}
+        results[name], text = SECTIONS[name](args.quick, **extra)
         results[name]["seconds"] = round(time.time() - start, 1)
         print(f"### {text}\n\n({results[name]['seconds']} s)\n", flush=True)
-    out = ROOT / "bench" / "results" / "quant.json"
+    out = ROOT / "bench" / "results" / ("quant.json" if not args.fmnist_configs else "quant_fmnist_subset.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 

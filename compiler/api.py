@@ -223,10 +223,28 @@ def _build(program: Program, spec: TargetSpec, tune_trials: int, tuning_db: str 
     lowered = lower(program, spec, tuning_db)
     program.summary["kernels"] = kernel_table(lowered)
     say, start = log or (lambda _line: None), time.perf_counter()
+    note = _low_bit_note(program.summary, spec)
+    if note:
+        say(note)
     say(f"building the library for {spec.name} (LLVM) ...")
     executable = compile_lowered(lowered, spec)
     say(f"built in {time.perf_counter() - start:.1f} s")
     return program, executable
+
+
+def _low_bit_note(summary: dict, spec: TargetSpec) -> str:
+    """A line saying how many layers below 8 bits fall back to int8 kernels ("" if none)."""
+    from .inspect_artifact import layer_bits
+
+    records = (summary.get("quantization") or {}).get("layers", [])
+    low = sum(1 for r in records if any(b is not None and b < 8 for b in layer_bits(r["mode"])))
+    serial = sum(1 for k in summary.get("kernels", {}).values() if k["kernel"].startswith("bitserial"))
+    if low <= serial:
+        return ""
+    rule = spec.bitserial
+    where = (f"its bit-serial kernels take up to {rule.max_plane_pairs} activation-bit × weight-bit plane pairs "
+             f"and {rule.min_channels}+ channels" if rule else "it has no bit-serial kernels")
+    return f"note: {low - serial} of {low} layers below 8 bits run on {spec.name}'s int8 kernels ({where})"
 
 
 def target_record(spec: TargetSpec) -> dict:

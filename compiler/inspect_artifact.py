@@ -30,12 +30,12 @@ def scheme_info(quant: dict | None) -> dict | None:
 
     scheme = quant.get("scheme", "")
     alias = next((a for a, full in ALIASES.items() if full == scheme), None)
-    w, a = _bits(scheme)
+    w, a = layer_bits(scheme)
     return {"scheme": scheme, "alias": alias, "observer": quant.get("observer"), "weight_bits": w,
             "activation_bits": a, "integer_only": scheme.endswith("__fixed_point")}
 
 
-def _bits(mode: str) -> tuple[int | None, int | None]:
+def layer_bits(mode: str) -> tuple[int | None, int | None]:
     """Weight and activation bits of a layer mode (a scheme name, ``qdq_uint8×int4`` or ``float``)."""
     m = re.match(r"w(\d+)_.*__a(\d+)_", mode)
     if m:
@@ -113,7 +113,7 @@ def artifact_report(path: str | os.PathLike, profile: bool = False, inputs: dict
             continue
         rec = records.get(index, {"mode": "float", "reason": ""})
         index += 1
-        w, a = _bits(rec["mode"])
+        w, a = layer_bits(rec["mode"])
         row["bits"] = f"w{w}a{a}" if w else "float"
         row["scheme"] = rec["mode"] if w else ""
         if rec.get("reason"):
@@ -134,6 +134,8 @@ def artifact_report(path: str | os.PathLike, profile: bool = False, inputs: dict
             continue
         row["kernel"] = calls[site]
         row["schedule"] = kernels[calls[site]]["kernel"]
+        if "weight_bytes" in kernels[calls[site]]:
+            row["stored_bytes"] = kernels[calls[site]]["weight_bytes"]
         if profile_rows is not None:
             row["us"] = profile_rows[site]["us"]
             profile_rows[site]["layer"] = row["name"]
@@ -207,7 +209,7 @@ def print_report(report: dict, wide: bool, layer_columns: list[str]) -> None:
         if "kernel" in row:
             row["kernel"] = _cut(row["kernel"], wide)
         rows.append(row)
-    extra = [c for c in ("bits", "scheme", "schedule", "us", "kernel") if any(c in r for r in rows)]
+    extra = [c for c in ("stored_bytes", "bits", "scheme", "schedule", "us", "kernel") if any(c in r for r in rows)]
     print(format_table(rows, layer_columns + report["prune_columns"] + extra))
     if report["profile"] is not None:
         prof = report["profile"]

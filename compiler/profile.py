@@ -15,6 +15,8 @@ import tvm
 from tvm import relax, tirx
 from tvm.s_tir.stmt import SBlock
 
+from targets.integer.bitserial import BITS_ATTR
+from targets.integer.bitserial import KIND_ATTR as BITSERIAL_ATTR
 from targets.integer.kernels import KERNEL_ATTR as KIND_ATTR
 from targets.integer.kernels import MACS_ATTR
 from targets.schedules import RULE_ATTR
@@ -40,13 +42,16 @@ def _blocks(stmt) -> list:
 def _contraction(func: tirx.PrimFunc) -> tuple[int, str]:
     """Multiply-accumulates of ``func``'s main contraction and its integer-kernel kind ("" if none).
 
-    Integer kernels carry both as block annotations; otherwise the largest reduction
-    block's iteration space counts.
+    Integer kernels carry both as block annotations (the kind ``int8 conv2d`` or
+    ``bitserial a1wb conv2d``); otherwise the largest reduction block's iteration space counts.
     """
     macs = 0
     for block in _blocks(func.body):
         if KIND_ATTR in block.annotations:
-            return int(block.annotations.get(MACS_ATTR, 0)), str(block.annotations[KIND_ATTR])
+            return int(block.annotations.get(MACS_ATTR, 0)), f"int8 {block.annotations[KIND_ATTR]}"
+        if BITSERIAL_ATTR in block.annotations:
+            kind = f"bitserial {block.annotations[BITS_ATTR]} {block.annotations[BITSERIAL_ATTR]}"
+            return int(block.annotations.get(MACS_ATTR, 0)), kind
         if any(iv.iter_type == tirx.IterVar.CommReduce for iv in block.iter_vars):
             size = 1
             for iv in block.iter_vars:
@@ -55,8 +60,24 @@ def _contraction(func: tirx.PrimFunc) -> tuple[int, str]:
     return macs, ""
 
 
+def _weight_bytes(mod: tvm.IRModule) -> dict[str, int]:
+    """Bytes of the constants each PrimFunc is called with in ``main`` (its weights, as stored)."""
+    found: dict[str, int] = {}
+    main = mod["main"] if any(g.name_hint == "main" for g in mod.get_global_vars()) else None
+    for block in (main.body.blocks if isinstance(main, relax.Function) else ()):
+        for binding in block.bindings:
+            call = binding.value
+            if isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.call_tir":
+                size = sum(a.value.numpy().nbytes for a in call.args[1].fields if isinstance(a, tvm.ir.expr.Constant))
+                if size:
+                    found[call.args[0].name_hint] = found.get(call.args[0].name_hint, 0) + size
+    return found
+
+
 def kernel_table(mod: tvm.IRModule) -> dict[str, dict]:
-    """``{PrimFunc name: {"kernel": ..., "ops": 2·MACs}}`` for a lowered, scheduled module."""
+    """``{PrimFunc name: {"kernel": ..., "ops": 2·MACs[, "weight_bytes": ...]}}`` for a lowered,
+    scheduled module (``weight_bytes``: the constants ``main`` passes it, e.g. packed bit-planes)."""
+    weights = _weight_bytes(mod)
     table = {}
     for gvar, func in mod.functions_items():
         if not isinstance(func, tirx.PrimFunc):
@@ -66,10 +87,12 @@ def kernel_table(mod: tvm.IRModule) -> dict[str, dict]:
             "tuned" if attrs.get("tirx.is_scheduled", False) else "unscheduled")  # tuned: from a database
         macs, kind = _contraction(func)
         if kind:
-            rule = f"int8 {kind}" + (" (tuned)" if rule == "tuned" else "")
+            rule = kind + (" (tuned)" if rule == "tuned" else "")
         elif SPARSE_ATTR in attrs:  # written scheduled by targets.sparse (bsr, nm)
             rule, macs = f"sparse {attrs[SPARSE_ATTR]}", int(attrs[SPARSE_MACS_ATTR])
         table[gvar.name_hint] = {"kernel": rule, "ops": 2 * macs}
+        if gvar.name_hint in weights:
+            table[gvar.name_hint]["weight_bytes"] = weights[gvar.name_hint]
     return table
 
 

@@ -7,7 +7,8 @@ opset 21 has int4/uint4 QuantizeLinear/DequantizeLinear. Before import both beco
 
 - a quantizer of a constant (a weight) folds: its integer codes, zero point subtracted, become an
   int8 initializer read by a DequantizeLinear with the scale (per channel along the one axis the
-  scale varies on), so a 4-bit weight is an int8 tensor whose codes lie in [-8, 7];
+  scale varies on), so a 4-bit weight is an int8 tensor whose codes lie in [-8, 7]; a constant
+  quantized to more than 8 (up to 32) bits, a bias, folds into the float values it stands for;
 - an activation quantizer of ``b`` ≤ 8 bits becomes QuantizeLinear → DequantizeLinear to the
   int8 (signed) or uint8 container, after a Clip to its code range when that is narrower than
   the container's (a Relu right before it merges into the Clip, which the integer layer fuses).
@@ -117,15 +118,25 @@ def _lower_qonnx(node, values, graph, emitted, consumers) -> list[onnx.NodeProto
     if mode not in _ROUNDING:
         raise _bad(node, f"rounding_mode {mode} is unknown", f"use one of {', '.join(_ROUNDING)}")
     scale, zero = _const(node, values, 1, "scale"), _const(node, values, 2, "zero point")
-    bits = _const(node, values, 3, "bit width")
-    if bits.size != 1 or bits.item() != int(bits.item()) or not 1 <= bits.item() <= 8:
-        raise _bad(node, f"bit width {bits.ravel().tolist()} is not an integer from 1 to 8", "quantize to 8 bits or fewer")
+    bits, constant = _const(node, values, 3, "bit width"), node.input[0] in values
+    most = 32 if constant else 8  # a constant of more than 8 bits is a bias (Brevitas' Int32Bias)
+    if bits.size != 1 or bits.item() != int(bits.item()) or not 1 <= bits.item() <= most:
+        raise _bad(node, f"bit width {bits.ravel().tolist()} is not an integer from 1 to {most}",
+                   f"quantize {'biases to 32' if constant else 'activations to 8'} bits or fewer")
     if np.any(zero != np.round(zero)):
         raise _bad(node, "its zero point is not an integer", "export integer zero points")
-    lo, hi = _code_range(int(bits.item()), bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
-    if node.input[0] in values:  # a weight
+    signed, narrow = bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0))
+    lo, hi = _code_range(int(bits.item()), signed, narrow)
+    if lo >= hi:
+        raise _bad(node, f"signed={int(signed)} narrow={int(narrow)} leaves {int(bits.item())}-bit codes one value",
+                   "use narrow=0 (or BipolarQuant for ±1 weights)")
+    if constant:
         x = np.asarray(values[node.input[0]], np.float64)
-        return _dequantized(node, np.clip(_ROUNDING[mode](x / scale + zero), lo, hi) - zero, scale, graph)
+        codes = np.clip(_ROUNDING[mode](x / scale + zero), lo, hi) - zero
+        if bits.item() <= 8:  # a weight
+            return _dequantized(node, codes, scale, graph)
+        graph.initializer.append(numpy_helper.from_array((codes * scale).astype(np.float32), node.output[0]))
+        return []
     if scale.size != 1 or zero.size != 1:
         raise _bad(node, "per-channel activation quantization is not supported", "quantize activations per tensor")
     if mode != "ROUND":

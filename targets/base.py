@@ -80,6 +80,9 @@ class TargetSpec:
         Device kind the code runs on (``"cpu"``, ``"cuda"``): how the runtime opens it.
     cross_compiler : str, optional
         C compiler that links the library (e.g. ``aarch64-linux-gnu-gcc``); None: the host's.
+    bitserial : BitSerialSupport, optional
+        Where the target's bit-serial kernels replace its int8 ones
+        (``targets.integer.bitserial_legalize``; its legalization acts on it).
     """
 
     name: str
@@ -96,6 +99,7 @@ class TargetSpec:
     sparse: tuple[str, ...] = ("block",)
     device: str = "cpu"
     cross_compiler: Optional[str] = None
+    bitserial: Optional[object] = None
 
     @property
     def target(self) -> tvm.target.Target:

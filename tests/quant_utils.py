@@ -245,25 +245,45 @@ def check_rule_matters(acc, mult, out: QOutput, axis: int, fixed: bool, want: np
         assert (other != want).any(), "no rounding tie: the case cannot tell the two rules apart"
 
 
+def _codes(rng, spec: QuantSpec, x_range, shape) -> tuple[np.ndarray, int, int]:
+    """Input codes in ``x_range`` (None: the dtype's bound), both bounds included once."""
+    info = np.iinfo(spec.dtype)
+    lo, hi = (info.min if x_range[0] is None else x_range[0]), (info.max if x_range[1] is None else x_range[1])
+    x_codes = rng.integers(lo, hi + 1, shape).astype(spec.dtype)
+    x_codes.reshape(-1)[:2] = (lo, hi)
+    return x_codes, lo, hi
+
+
+def _weights(rng, w_range, w_values, shape) -> np.ndarray:
+    return (rng.choice(w_values, shape) if w_values is not None else rng.integers(*w_range, shape)).astype(np.int8)
+
+
+def _layer_input(x: relax.Var, clip: tuple[int, int] | None) -> relax.Expr:
+    """The layer's input: ``x``, or ``clip(x)`` so that the IR shows the codes' range (as a
+    producer's requantization does)."""
+    return x if clip is None else relax.op.clip(x, *clip)
+
+
 def conv_layer(case, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, seed: int,
-                x_range=(None, None), w_range=(-128, 128)):
-    """A conv2d integer layer built like realize does, its input codes and numpy expected output."""
+               x_range=(None, None), w_range=(-128, 128), w_values=None, clip_input: bool = False):
+    """A conv2d integer layer built like realize does, its input codes and numpy expected output.
+
+    ``w_values`` (else ``w_range``) are the weight codes drawn; ``clip_input`` clips the input
+    to ``x_range`` in the IR."""
     n, c, h, w, o, k, stride, pad, dil, groups = case
     rng = np.random.default_rng(seed)
-    info = np.iinfo(x_spec.dtype)
-    lo, hi = (info.min if x_range[0] is None else x_range[0]), (info.max if x_range[1] is None else x_range[1])
-    x_codes = rng.integers(lo, hi + 1, (n, c, h, w)).astype(x_spec.dtype)
-    x_codes.reshape(-1)[:2] = (lo, hi)
-    codes = rng.integers(*w_range, (o, c // groups, k, k)).astype(np.int8)
+    x_codes, lo, hi = _codes(rng, x_spec, x_range, (n, c, h, w))
+    codes = _weights(rng, w_range, w_values, (o, c // groups, k, k))
     w_scale, bias = tie_channels(rng, codes, 0, fixed), rng.standard_normal(o)
     x = relax.Var("x", relax.TensorType((n, c, h, w), x_spec.dtype))
+    source = _layer_input(x, (lo, hi) if clip_input else None)
     attrs = dict(strides=[stride] * 2, padding=[pad] * 4, dilation=[dil] * 2, groups=groups)
     call = relax.BlockBuilder().normalize(relax.op.nn.conv2d(
         relax.Var("f", relax.TensorType((n, c, h, w), "float32")), relax.const(np.zeros(codes.shape, np.float32)),
         **attrs))
     x_scale = 0.25 if fixed else 0.02
-    program = layer_program(x, lambda: integer_layer(call, QTensor(x, x_scale, x_zero, x_spec), codes, w_scale, bias,
-                                                out, fixed))
+    program = layer_program(x, lambda: integer_layer(call, QTensor(source, x_scale, x_zero, x_spec), codes, w_scale,
+                                                bias, out, fixed))
     per_out, mult = layer_multiplier(x_scale, w_scale, out.scale)
     acc = numpy_conv(x_codes.astype(np.int64) - x_zero, codes, stride, pad, dil, groups, pad_value=0)
     acc = acc + np.round(bias / per_out).astype(np.int64).reshape(1, -1, 1, 1)
@@ -272,21 +292,22 @@ def conv_layer(case, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, 
     return program, x_codes, want
 
 
-def matmul_layer(shape, n_out: int, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, seed: int):
-    """A matmul integer layer ``x[shape] @ W[K, n_out]`` (+ bias), its input codes and expected output."""
+def matmul_layer(shape, n_out: int, x_spec: QuantSpec, x_zero: int, out: QOutput, fixed: bool, seed: int,
+                 x_range=(None, None), w_values=None, clip_input: bool = False):
+    """A matmul integer layer ``x[shape] @ W[K, n_out]`` (+ bias), its input codes and expected
+    output (``x_range``, ``w_values`` and ``clip_input`` as for :func:`conv_layer`)."""
     rng = np.random.default_rng(seed)
     k = shape[-1]
-    info = np.iinfo(x_spec.dtype)
-    x_codes = rng.integers(info.min, info.max + 1, shape).astype(x_spec.dtype)
-    x_codes.reshape(-1)[:2] = (info.min, info.max)
-    codes = rng.integers(-128, 128, (k, n_out)).astype(np.int8)
+    x_codes, lo, hi = _codes(rng, x_spec, x_range, shape)
+    codes = _weights(rng, (-128, 128), w_values, (k, n_out))
     w_scale, bias = tie_channels(rng, codes, 1, fixed), rng.standard_normal(n_out)
     x = relax.Var("x", relax.TensorType(shape, x_spec.dtype))
+    source = _layer_input(x, (lo, hi) if clip_input else None)
     call = relax.BlockBuilder().normalize(relax.op.matmul(relax.Var("f", relax.TensorType(shape, "float32")),
                                                           relax.const(np.zeros((k, n_out), np.float32))))
     x_scale = 0.25 if fixed else 0.03
-    program = layer_program(x, lambda: integer_layer(call, QTensor(x, x_scale, x_zero, x_spec), codes, w_scale, bias,
-                                                out, fixed))
+    program = layer_program(x, lambda: integer_layer(call, QTensor(source, x_scale, x_zero, x_spec), codes, w_scale,
+                                                bias, out, fixed))
     per_out, mult = layer_multiplier(x_scale, w_scale, out.scale)
     acc = (x_codes.astype(np.int64) - x_zero) @ codes.astype(np.int64) + np.round(bias / per_out).astype(np.int64)
     want = requantize_codes(acc, mult, out.zero, out.lo, out.hi, -1, fixed, out.dtype)

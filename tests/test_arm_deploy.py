@@ -1,9 +1,10 @@
 """Deploy bundles (``squeeze export ART --board NAME``) and whole models on an emulated AArch64 board.
 
 The fast tests check a bundle's contents, its run.py on this host and the one-line errors. The
-slow ones run the bundled Fashion-MNIST ResNet-8, compiled for rpi5 and for x86 with
-integer-only requantization, under ``qemu-aarch64`` in the sysroot of ``tests/arm_sysroot.py``
-(run.py, and TVM's RPC server) and require outputs bit-identical to x86's.
+slow ones run the bundled Fashion-MNIST ResNet-8 and the zoo's ResNet-18 (on real photos),
+compiled for rpi5 and for x86 with integer-only requantization, under ``qemu-aarch64`` in the
+sysroot of ``tests/arm_sysroot.py`` (run.py, and TVM's RPC server) and require outputs
+bit-identical to x86's.
 """
 import ast
 import json
@@ -13,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+from arm_emu import disassembly
 from arm_sysroot import python as sysroot_python
 from test_rpc import rpc_server
 
@@ -20,6 +22,7 @@ import compiler
 from compiler import zoo
 from compiler.cli import main
 from compiler.deploy import pip_line
+from compiler.zoo.photos import calibration_photos, photos
 
 CROSS = shutil.which("aarch64-linux-gnu-gcc")
 NO_CROSS = "no aarch64-linux-gnu-gcc: apt-get install gcc-aarch64-linux-gnu"
@@ -137,21 +140,57 @@ def fmnist(tmp_path_factory):
     return arts, x, compiler.load(arts["x86"]).run({"input": x})
 
 
-@pytest.mark.slow
-def test_fmnist_bundle_under_qemu_bit_identical_to_x86(fmnist, tmp_path, capsys):
-    arts, x, expected = fmnist
-    code, err = _export(capsys, arts["rpi5"], "--board", "rpi5", "-o", tmp_path / "deploy")
+def _bundle_outputs(art, board: str, x: np.ndarray, tmp_path, capsys, repeat: int = 2) -> dict[str, np.ndarray]:
+    """``art`` exported for ``board`` and its run.py run on ``x`` under qemu-aarch64: the outputs."""
+    code, err = _export(capsys, art, "--board", board, "-o", tmp_path / "deploy")
     assert code == 0, err
     np.savez(tmp_path / "x.npz", input=x)
     proc = subprocess.run([_sysroot(), tmp_path / "deploy" / "run.py", "--inputs", tmp_path / "x.npz", "--outputs",
-                           tmp_path / "y.npz", "--repeat", "2"], capture_output=True, text=True, timeout=600)
+                           tmp_path / "y.npz", "--repeat", str(repeat)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert "median" in proc.stdout
     with np.load(tmp_path / "y.npz") as y:
-        assert y.files == list(expected)
-        for name, want in expected.items():
-            assert np.array_equal(y[name], want), f"{name}: max |arm - x86| {np.abs(y[name] - want).max()}"
+        return {name: y[name] for name in y.files}
+
+
+def _assert_identical(got: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> None:
+    assert list(got) == list(expected)
+    for name, want in expected.items():
+        assert np.array_equal(got[name], want), f"{name}: max |arm - x86| {np.abs(got[name] - want).max()}"
+
+
+@pytest.mark.slow
+def test_fmnist_bundle_under_qemu_bit_identical_to_x86(fmnist, tmp_path, capsys):
+    arts, x, expected = fmnist
+    _assert_identical(_bundle_outputs(arts["rpi5"], "rpi5", x, tmp_path, capsys), expected)
     assert len(set(expected["output"].argmax(1))) > 1  # real images, not a constant output
+
+
+@pytest.mark.slow
+@needs_cross
+@pytest.mark.parametrize("scheme,instruction", [(INTEGER_ONLY, "sdot"), ("int8_integer_only", "udot")],
+                         ids=["s8-sdot", "u8-udot"])
+def test_resnet18_under_qemu_bit_identical_to_x86(scheme, instruction, tmp_path, capsys):
+    """ResNet-18 (zoo weights, BN folded) on two real photos, integer-only requantization: the
+    rpi5 bundle under qemu gives x86's outputs bit for bit, on int8 activations (sdot) and on
+    uint8 ones (udot with the window-sum correction; x86 runs vpdpbusd on them as they are)."""
+    _sysroot()
+    try:
+        model = zoo.model_path("resnet18")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    x = photos()[[0, 45]]  # two different photos (astronaut, coffee)
+    config = compiler.QuantConfig(scheme, calibration={"input": calibration_photos()[:8]})
+    arts = {}
+    for target in ("rpi5", "x86"):
+        arts[target] = tmp_path / f"resnet18-{target}.tar"
+        compiler.compile(model, target, input_shapes={"input": x.shape}, quantize=config).save(arts[target])
+    expected = compiler.load(arts["x86"]).run({"input": x})
+    got = _bundle_outputs(arts["rpi5"], "rpi5", x, tmp_path, capsys, repeat=1)
+    code = disassembly(tmp_path / "deploy" / "lib.so")
+    assert f"\t{instruction}\t" in code and {"sdot": "\tudot\t", "udot": "\tsdot\t"}[instruction] not in code
+    _assert_identical(got, expected)
+    assert len(set(expected["output"].argmax(1))) > 1
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
-"""AArch64 integer kernels (``sdot``, ``smmla``, NEON ``smull``/``sadalp``), cross-compiled and run under
-``qemu-aarch64``, are bit-exact against the numpy integer references of :mod:`quant_utils`.
+"""AArch64 integer kernels (``sdot``, ``udot``, ``smmla``, ``ummla``, NEON ``smull``/``sadalp``),
+cross-compiled and run under ``qemu-aarch64``, are bit-exact against the numpy integer references
+of :mod:`quant_utils`.
 
-Each case is one realized integer layer (int8 × int8 → int32 + bias → requantize, clip)
-lowered through the full pipeline for a board preset; its fused, scheduled PrimFuncs run
-under emulation through ``tests/arm_host.c`` (:mod:`arm_emu`); a few conv kernels also run alone
-on NHWC or NCHW input. The ``sdot`` and ``smmla`` paths run on ``-cpu max``; the NEON path on
-``-cpu cortex-a72`` (the Raspberry Pi 4's core: no dotprod).
+Each case is one realized integer layer (int8 × int8, or uint8 activations of a nonzero zero
+point × int8 → int32 + bias → requantize, clip) lowered through the full pipeline for a board
+preset; its fused, scheduled PrimFuncs run under emulation through ``tests/arm_host.c``
+(:mod:`arm_emu`); a few conv kernels also run alone on NHWC or NCHW input. The dotprod and i8mm
+paths run on ``-cpu max``; the NEON path on ``-cpu cortex-a72`` (the Raspberry Pi 4's core: no
+dotprod). uint8 activations run on ``udot`` (rpi5) and ``ummla`` (graviton3) with weights packed
+as ``w + 128`` and the window sum of the activations subtracted.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from passes.quantize.schemes import QuantSpec
 from quant_utils import U8, conv_layer, matmul_layer, numpy_conv
 from targets import get_target
 from targets.arm import BOARDS
-from targets.arm.intrin import NEON, SDOT, SMMLA
+from targets.arm.intrin import NEON, SDOT, SMMLA, UDOT, UMMLA
 from targets.integer.kernels import ConvShape, conv2d, pack_conv_weight
 from targets.integer.schedule import schedule_int8
 
@@ -34,9 +37,17 @@ needs_emulator = pytest.mark.skipif(bool(missing_tools()), reason=missing_tools(
 S8 = QuantSpec(8, symmetric=True)
 S8_OUT = QOutput(scale=0.08, zero=-3, lo=-128, hi=127, dtype="int8")
 U8_OUT = QOutput(scale=2 ** -4, zero=7, lo=7, hi=255, dtype="uint8")
-# (board, qemu -cpu): each ARM integer path, on a core that has exactly what it needs
-PATHS = [pytest.param("rpi5", "max", id="sdot"), pytest.param("rpi4", "cortex-a72", id="neon"),
-         pytest.param("graviton3", "max", id="smmla")]
+U8_ZERO = 113  # zero point of the uint8 activations (the spatial padding value)
+# activation dtype -> (spec, zero point, output), as int8_sym and int8 quantize
+ACTIVATIONS = {"int8": (S8, 0, S8_OUT), "uint8": (U8, U8_ZERO, U8_OUT)}
+# (board, qemu -cpu): each board on a core that has exactly what it needs
+BOARD_CPUS = [pytest.param("rpi5", "max", id="rpi5"), pytest.param("rpi4", "cortex-a72", id="rpi4"),
+              pytest.param("graviton3", "max", id="graviton3")]
+# (board, qemu -cpu, activation dtype, the ISA its layers must run on): each ARM integer path
+PATHS = [pytest.param("rpi5", "max", "int8", SDOT, id="sdot"), pytest.param("rpi5", "max", "uint8", UDOT, id="udot"),
+         pytest.param("rpi4", "cortex-a72", "int8", NEON, id="neon"),
+         pytest.param("graviton3", "max", "int8", SMMLA, id="smmla"),
+         pytest.param("graviton3", "max", "uint8", UMMLA, id="ummla")]
 
 CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups)
     (1, 3, 9, 9, 5, 3, 1, 1, 1, 1),       # C, O not multiples of 4; stem-like fold
@@ -66,30 +77,33 @@ def _table(cases, default: set[int], ids=None) -> list:
             for i, c in enumerate(cases)]
 
 
-def _check(program, board: str, cpu: str, x_codes: np.ndarray, want: np.ndarray, tmp_path) -> None:
+def _check(program, board: str, cpu: str, x_codes: np.ndarray, want: np.ndarray, tmp_path, isa=None) -> None:
+    """``program`` lowered for ``board`` runs ``want`` under emulation (its dot-product kernels on ``isa``)."""
     spec = get_target(board)
     mod = lower(program, spec)
     kernels = {k["kernel"] for k in kernel_table(mod).values()}
     assert any(k.startswith("int8") for k in kernels), kernels
+    names = [gv.name_hint for gv in mod.functions if "int8_conv2d" in gv.name_hint or "int8_matmul" in gv.name_hint]
+    assert isa is None or all(f"_{isa.name}" in name for name in names), names
     (got,) = run_lowered(mod, spec, [x_codes], tmp_path, cpu)
     np.testing.assert_array_equal(got, want)
 
 
 @needs_emulator
-@pytest.mark.parametrize("board,cpu", PATHS)
+@pytest.mark.parametrize("board,cpu,act,isa", PATHS)
 @pytest.mark.parametrize("case", _table(CONV_CASES, DEFAULT_CONV, _ids))
-def test_conv_bit_exact(case, board, cpu, tmp_path):
-    program, x_codes, want = conv_layer(case, S8, 0, S8_OUT, fixed=False, seed=sum(case))
-    _check(program, board, cpu, x_codes, want, tmp_path)
+def test_conv_bit_exact(case, board, cpu, act, isa, tmp_path):
+    program, x_codes, want = conv_layer(case, *ACTIVATIONS[act], fixed=False, seed=sum(case))
+    _check(program, board, cpu, x_codes, want, tmp_path, isa)
 
 
 @needs_emulator
-@pytest.mark.parametrize("board,cpu", PATHS)
+@pytest.mark.parametrize("board,cpu,act,isa", PATHS)
 @pytest.mark.parametrize("case", _table(MATMUL_CASES, DEFAULT_MATMUL, lambda c: f"{c[0]}x{c[1]}"))
-def test_matmul_bit_exact(case, board, cpu, tmp_path):
+def test_matmul_bit_exact(case, board, cpu, act, isa, tmp_path):
     shape, n_out = case
-    program, x_codes, want = matmul_layer(shape, n_out, S8, 0, S8_OUT, fixed=False, seed=n_out)
-    _check(program, board, cpu, x_codes, want, tmp_path)
+    program, x_codes, want = matmul_layer(shape, n_out, *ACTIVATIONS[act], fixed=False, seed=n_out)
+    _check(program, board, cpu, x_codes, want, tmp_path, isa)
 
 
 KERNEL_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups): one kernel reading NHWC or NCHW directly
@@ -97,8 +111,10 @@ KERNEL_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups): one kerne
     (2, 3, 17, 15, 20, 5, 2, 2, 2, 1),   # dilated: no fold, odd output width
     (1, 10, 9, 11, 24, 3, 2, 0, 1, 2),   # grouped, 5 channels per group
 ]
-KERNEL_PATHS = [pytest.param("graviton3", "max", SMMLA, id="smmla"),  # (board, qemu -cpu, the board's ISA)
+KERNEL_PATHS = [pytest.param("graviton3", "max", SMMLA, id="smmla"),  # (board, qemu -cpu, one of the board's ISAs)
+                pytest.param("graviton3", "max", UMMLA, id="ummla"),
                 pytest.param("rpi5", "max", SDOT, id="sdot", marks=pytest.mark.slow),
+                pytest.param("rpi5", "max", UDOT, id="udot", marks=pytest.mark.slow),
                 pytest.param("rpi4", "cortex-a72", NEON, id="neon", marks=pytest.mark.slow)]
 
 
@@ -118,26 +134,30 @@ def _kernel_module(func, x: np.ndarray, weight: np.ndarray, out_shape: tuple[int
 @pytest.mark.parametrize("board,cpu,isa", KERNEL_PATHS)
 @pytest.mark.parametrize("case", _table(KERNEL_CASES, {0, 2}, _ids))
 def test_conv_kernel_reads_either_layout(case, board, cpu, isa, layout, tmp_path):
-    """The conv kernel alone on NHWC or NCHW input (the width folds and the padding value)."""
+    """The conv kernel alone on NHWC or NCHW input (the width folds and the padding value): for
+    ``udot`` / ``ummla`` it computes ``Σ x · (w + 128)`` over the real taps (padded ones add nothing)."""
     n, c, h, w, o, k, stride, pad, dil, groups = case
     shape = ConvShape(n, h, w, c, o, k, k, (stride,) * 2, (pad,) * 4, (dil,) * 2, groups)
     rng = np.random.default_rng(sum(case))
-    x = rng.integers(-128, 128, (n, c, h, w)).astype(np.int8)
+    info, pad_value = np.iinfo(isa.act_dtype), -9 if isa.act_dtype == "int8" else 247
+    x = rng.integers(info.min, info.max + 1, (n, c, h, w)).astype(isa.act_dtype)
     weight = rng.integers(-128, 128, (o, c // groups, k, k)).astype(np.int8)
     spec, data = get_target(board), x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()
-    func = schedule_int8(conv2d(shape, isa, -9, layout), spec.target).mod["main"]
+    func = schedule_int8(conv2d(shape, isa, pad_value, layout), spec.target).mod["main"]
     mod = _kernel_module(func, data, pack_conv_weight(weight, shape, isa, layout),
                          (n, shape.out_height, shape.out_width, o))
     (got,) = run_lowered(mod, spec, [data], tmp_path, cpu)
-    want = numpy_conv(x.astype(np.int64), weight, stride, pad, dil, groups, pad_value=-9).transpose(0, 2, 3, 1)
+    want = numpy_conv(x.astype(np.int64), weight.astype(np.int64) + isa.weight_offset, stride, pad, dil, groups,
+                      pad_value=pad_value).transpose(0, 2, 3, 1)
     np.testing.assert_array_equal(got, want)
 
 
 @needs_emulator
-@pytest.mark.parametrize("board,cpu", PATHS)
+@pytest.mark.parametrize("board,cpu", BOARD_CPUS)
 def test_unsigned_activations_fixed_point_bit_exact(board, cpu, tmp_path):
-    """uint8 activations (asymmetric, zero point padding) go through the int8 kernels shifted by
-    -128; the epilogue requantizes in fixed point (integer only)."""
+    """uint8 activations (asymmetric, zero point padding) run on udot / ummla, or on a core
+    without them through the int8 kernels shifted by -128; the epilogue requantizes in fixed
+    point (integer only)."""
     case = (1, 8, 9, 9, 20, 3, 1, 1, 1, 1)
     program, x_codes, want = conv_layer(case, U8, 113, U8_OUT, fixed=True, seed=sum(case))
     _check(program, board, cpu, x_codes, want, tmp_path)
@@ -145,7 +165,7 @@ def test_unsigned_activations_fixed_point_bit_exact(board, cpu, tmp_path):
 
 @pytest.mark.slow
 @needs_emulator
-@pytest.mark.parametrize("board,cpu", PATHS)
+@pytest.mark.parametrize("board,cpu", BOARD_CPUS)
 @pytest.mark.parametrize("kind", ["conv", "matmul"])
 def test_fixed_point_and_per_channel_clip_bit_exact(kind, board, cpu, tmp_path):
     """Integer-only requantization with an equalized ReLU6 (upper clip per output channel), on
@@ -163,14 +183,17 @@ def test_fixed_point_and_per_channel_clip_bit_exact(kind, board, cpu, tmp_path):
 
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
-    """A conv layer lowered and linked for each board, and a matmul layer for graviton3:
+    """A conv layer lowered and linked for each board, and a matmul layer for graviton3, on int8
+    activations, and the same on uint8 ones ("-u8") for rpi5 and graviton3:
     {name: (library, lowered module, input codes)}."""
-    conv, x_conv, _ = conv_layer((1, 16, 8, 8, 32, 3, 1, 1, 1, 1), S8, 0, S8_OUT, fixed=False, seed=2)
-    dense, x_dense, _ = matmul_layer((4, 64), 24, S8, 0, S8_OUT, fixed=False, seed=3)
+    layers = {act: (conv_layer((1, 16, 8, 8, 32, 3, 1, 1, 1, 1), *ACTIVATIONS[act], fixed=False, seed=2),
+                    matmul_layer((4, 64), 24, *ACTIVATIONS[act], fixed=False, seed=3)) for act in ACTIVATIONS}
     out = {}
-    for name, board, program, x in (("rpi5", "rpi5", conv, x_conv), ("rpi4", "rpi4", conv, x_conv),
-                                    ("graviton3", "graviton3", conv, x_conv),
-                                    ("graviton3-dense", "graviton3", dense, x_dense)):
+    for name, board, act, kind in (("rpi5", "rpi5", "int8", 0), ("rpi4", "rpi4", "int8", 0),
+                                   ("graviton3", "graviton3", "int8", 0), ("graviton3-dense", "graviton3", "int8", 1),
+                                   ("rpi5-u8", "rpi5", "uint8", 0), ("graviton3-u8", "graviton3", "uint8", 0),
+                                   ("graviton3-dense-u8", "graviton3", "uint8", 1)):
+        program, x, _ = layers[act][kind]
         spec = get_target(board)
         mod = lower(program, spec)
         out[name] = (library(mod, spec, tmp_path_factory.mktemp(name) / "kernels.so"), mod, x)
@@ -179,20 +202,25 @@ def libraries(tmp_path_factory):
 
 @needs_emulator
 def test_disassembly_holds_the_isa_instructions(libraries):
-    sdot, neon, smmla, smmla_dense = (disassembly(libraries[b][0])
-                                      for b in ("rpi5", "rpi4", "graviton3", "graviton3-dense"))
+    sdot, neon, smmla, smmla_dense, udot, ummla, ummla_dense = (disassembly(libraries[b][0]) for b in (
+        "rpi5", "rpi4", "graviton3", "graviton3-dense", "rpi5-u8", "graviton3-u8", "graviton3-dense-u8"))
     assert "\tsdot\t" in sdot and "\tsmmla\t" in smmla and "\tsmmla\t" in smmla_dense
     assert "\tsdot\t" not in smmla and "\tsdot\t" not in smmla_dense
     assert "\tsdot\t" not in neon and "\tsmull\t" in neon and "\tsadalp\t" in neon
+    assert "\tudot\t" in udot and "\tsdot\t" not in udot and "\tudot\t" not in sdot
+    for code in (ummla, ummla_dense):
+        assert "\tummla\t" in code and not any(f"\t{i}\t" in code for i in ("smmla", "sdot", "udot"))
 
 
 @needs_emulator
-@pytest.mark.parametrize("board,lacking,having", [("rpi5", "cortex-a53", "cortex-a76"),
-                                                  ("graviton3", "cortex-a76", "max")], ids=["sdot", "smmla"])
-def test_code_dies_on_a_core_without_the_extension(libraries, board, lacking, having, tmp_path):
-    """The kernels really execute sdot (smmla): on a Cortex-A53 without dotprod (a Cortex-A76
-    without i8mm) they raise SIGILL, on a core that has it they run."""
-    _, mod, x = libraries[board]
+@pytest.mark.parametrize("name,board,lacking,having", [("rpi5", "rpi5", "cortex-a53", "cortex-a76"),
+                                                       ("graviton3", "graviton3", "cortex-a76", "max"),
+                                                       ("graviton3-u8", "graviton3", "cortex-a76", "max")],
+                         ids=["sdot", "smmla", "ummla"])
+def test_code_dies_on_a_core_without_the_extension(libraries, name, board, lacking, having, tmp_path):
+    """The kernels really execute sdot (smmla, ummla): on a Cortex-A53 without dotprod (a
+    Cortex-A76 without i8mm) they raise SIGILL, on a core that has it they run."""
+    _, mod, x = libraries[name]
     with pytest.raises(RuntimeError, match="exited"):
         run_lowered(mod, get_target(board), [x], tmp_path, lacking)
     run_lowered(mod, get_target(board), [x], tmp_path, having)
@@ -206,10 +234,11 @@ def test_board_presets(board):
                                 "num-cores": cores}
     assert spec.arch == "aarch64" and not spec.runs_on_host() and spec.quant_scheme == "int8_sym"
     assert spec.cross_compiler == "aarch64-linux-gnu-gcc"
-    isa = SMMLA if "+i8mm" in mattr else SDOT if "+dotprod" in mattr else NEON
-    assert spec.description.endswith(f"int8 via {isa.instruction}") and "neon" in spec.isa
-    kernels = {s.kernel.split()[0] for s in spec.accelerates if s.integer and s.op != "depthwise_conv2d"}
-    assert kernels == {isa.instruction}, kernels
+    isa, unsigned = (SMMLA, UMMLA) if "+i8mm" in mattr else (SDOT, UDOT) if "+dotprod" in mattr else (NEON, None)
+    assert f"int8 via {isa.instruction}" in spec.description and "neon" in spec.isa
+    kernels = {(s.dtypes[0], s.kernel.split()[0]) for s in spec.accelerates if s.integer and s.op != "depthwise_conv2d"}
+    assert kernels == {("int8", isa.instruction)} | ({("uint8", unsigned.instruction)} if unsigned else set()), kernels
+    assert spec.description.endswith(f"uint8 activations via {unsigned.instruction}" if unsigned else isa.instruction)
     assert spec.integer_ops == {"conv2d", "grouped_conv2d", "depthwise_conv2d", "matmul"}
 
 

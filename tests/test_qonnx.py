@@ -52,17 +52,19 @@ def _quant(x: str, out: str, scale, zero, bits: int, inits: list, **attrs) -> on
     return helper.make_node("Quant", [x, *names], [out], name=out, domain=DOMAIN, **attrs)
 
 
-def qonnx_cnn(bipolar_second: bool = True) -> onnx.ModelProto:
-    """8-bit input quantizer → Conv (4-bit narrow per-channel weights, float bias) → Relu →
-    unsigned 4-bit quantizer → Conv (binary weights) → signed 8-bit quantizer, as Brevitas exports."""
+def qonnx_cnn(bipolar_second: bool = True, int32_bias: bool = False) -> onnx.ModelProto:
+    """8-bit input quantizer → Conv (4-bit narrow per-channel weights, float bias or Brevitas'
+    Int32Bias: a 32-bit quantizer on the accumulator's scale) → Relu → unsigned 4-bit quantizer →
+    Conv (binary weights) → signed 8-bit quantizer, as Brevitas exports."""
     rng = np.random.default_rng(0)
     inits = [_init("w1", rng.standard_normal((8, 3, 3, 3)) * 0.3), _init("b1", rng.standard_normal(8) * 0.1),
              _init("w2", rng.standard_normal((4, 8, 3, 3)))]
     w_scale = np.abs(rng.standard_normal((8, 1, 1, 1))) * 0.1 + 0.05
+    bias = [_quant("b1", "b1q", w_scale.ravel() / 32, 0, 32, inits, signed=1)] if int32_bias else []
     nodes = [
         _quant("input", "xq", 1 / 32, 0, 8, inits, signed=1),
-        _quant("w1", "w1q", w_scale, 0, 4, inits, signed=1, narrow=1),
-        helper.make_node("Conv", ["xq", "w1q", "b1"], ["c1"], name="conv1", pads=[1] * 4),
+        _quant("w1", "w1q", w_scale, 0, 4, inits, signed=1, narrow=1), *bias,
+        helper.make_node("Conv", ["xq", "w1q", "b1q" if int32_bias else "b1"], ["c1"], name="conv1", pads=[1] * 4),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
         _quant("r1", "a1", 0.25, 0, 4, inits, signed=0),
     ]
@@ -88,13 +90,14 @@ def _integer(model, shape):
     return run_passes(import_onnx(model, {"input": shape}), Recipe([PassSpec("qdq_to_integer")]) + Recipe.cleanups())
 
 
-@pytest.mark.parametrize("bipolar", [True, False], ids=["binary-weights", "2-bit-floor-weights"])
-def test_qonnx_cnn_runs_in_integers_as_its_spec_computes(bipolar):
+@pytest.mark.parametrize("bipolar, int32_bias", [(True, False), (False, False), (True, True)],
+                         ids=["binary-weights", "2-bit-floor-weights", "int32-bias"])
+def test_qonnx_cnn_runs_in_integers_as_its_spec_computes(bipolar, int32_bias):
     """The lowered Q/DQ model computes what the QONNX spec says (run node by node in float by ONNX
     Runtime without graph optimizations, up to float rounding); the integer IR Squeeze realizes from it gives ONNX
     Runtime's integers (its fused QLinearConv) exactly, and is within one output step of the
     spec (integer kernels round the bias to s_x·s_w)."""
-    model = qonnx_cnn(bipolar)
+    model = qonnx_cnn(bipolar, int32_bias)
     lowered = lower_quantizers(model)
     assert not [n for n in lowered.graph.node if n.domain]
     program = _integer(model, (1, 3, 8, 8))
@@ -112,13 +115,13 @@ def test_qonnx_cnn_runs_in_integers_as_its_spec_computes(bipolar):
         assert np.abs(got - want).max() <= OUT_SCALE * (1 + 1e-4)
 
 
-def test_qonnx_layers_report_their_weight_bits(tmp_path):
+def test_qonnx_layers_report_their_weight_and_activation_bits(tmp_path):
     path = tmp_path / "qonnx.onnx"
     onnx.save(qonnx_cnn(), path)
     assert squeeze("compile", path, "-o", tmp_path / "q.tar").returncode == 0
     shown = squeeze("inspect", tmp_path / "q.tar")
     assert shown.returncode == 0, shown.stderr
-    assert "w4a8" in shown.stdout and "w1a8" in shown.stdout, shown.stdout
+    assert "w4a8" in shown.stdout and "w1a4" in shown.stdout, shown.stdout  # the 4-bit activations it reads
 
 
 def _int4_qdq() -> onnx.ModelProto:
@@ -168,6 +171,9 @@ def _with(model: onnx.ModelProto, name: str, **attrs) -> onnx.ModelProto:
     (lambda m: _with(m, "a1", rounding_mode="FLOOR"), "Quant 'a1': rounding_mode FLOOR on activations"),
     (lambda m: _with(m, "xq", max_val=1.0), "Quant 'xq': unsupported attribute max_val"),
     (lambda m: _bits(m, "a1_b", 16), r"Quant 'a1': bit width \[16.0\] is not an integer from 1 to 8"),
+    (lambda m: _with(_bits(m, "a1_b", 1), "a1", narrow=1),
+     "Quant 'a1': signed=0 narrow=1 leaves 1-bit codes one value"),
+    (lambda m: _bits(m, "w1q_b", 40), r"Quant 'w1q': bit width \[40.0\] is not an integer from 1 to 32"),
 ])
 def test_unsupported_quantizers_are_one_line_naming_the_node(change, message):
     with pytest.raises(SqueezeError, match=message):

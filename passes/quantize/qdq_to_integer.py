@@ -7,7 +7,7 @@ declares (so results track ONNX Runtime's integer kernels):
 
 - ``quantize(act(conv2d|matmul(dequantize(x), dequantize(W)) + dequantize(b)))`` → the same
   integer layer PTQ produces (:func:`realize.integer_layer`);
-- ``quantize(add(dequantize(a), dequantize(b)))`` (+ relu) → integer residual add;
+- ``quantize(act(add(dequantize(a), dequantize(b))))`` → integer residual add;
 - ``quantize(mean(dequantize(x)))`` → integer global average pooling;
 - ``quantize(op(dequantize(x)))`` with the same scale and zero point, for max pooling and
   shape ops → ``op(x)``.
@@ -22,7 +22,7 @@ import json
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
+from tvm.relax.dpl import CallPattern, is_const, is_op, rewrite_call, wildcard
 
 from compiler.ir import bindings, op_name, replace_main
 
@@ -94,8 +94,23 @@ def weight_bits(codes: np.ndarray) -> int:
     return max(2, next(b for b in range(2, 9) if -(2 ** (b - 1)) <= lo and hi < 2 ** (b - 1)))
 
 
-def _patterns(records: list, integer_only: bool):
-    """(pattern, rewriter) pairs, most specific first."""
+def code_bits(func: relax.Function) -> dict:
+    """Bits of the codes each ``quantize`` binding of ``func`` writes: its container's, or fewer
+    behind a clip (a QONNX 2-bit activation is a uint8 quantize of a clip to ``[0, 3·s]``)."""
+    values = {b.var: b.value for b in bindings(func)}
+    bits = {}
+    for var, value in values.items():
+        if op_name(value) != "relax.quantize":
+            continue
+        act = values.get(value.args[0])
+        output = _output(value, _activation(act if op_name(act) in ("relax.clip", "relax.nn.relu") else None))
+        if output is not None:
+            bits[var] = (output.hi - output.lo).bit_length()
+    return bits
+
+
+def _patterns(records: list, integer_only: bool, bits: dict):
+    """(pattern, rewriter) pairs, most specific first; ``bits`` of the codes layers read."""
     deq = lambda x: is_op("relax.dequantize")(x, is_const(), is_const())  # noqa: E731
     x, w, b = deq(wildcard()), deq(is_const()), deq(is_const())
     w_t = is_op("relax.permute_dims")(w)
@@ -124,31 +139,31 @@ def _patterns(records: list, integer_only: bool):
             bias_value = _channel_values(m[fb], m[with_bias].args[1], m[layer], 1 if conv else -1)
             if bias_value is None:
                 return expr
-        records.append({"index": len(records), "mode": f"qdq_{xq.spec.dtype}×int{weight_bits(weights[0])}",
-                        "reason": ""})
+        a_type = f"{'u' if xq.spec.dtype == 'uint8' else ''}int{bits.get(m[x].args[0], 8)}"
+        records.append({"index": len(records), "mode": f"qdq_{a_type}×int{weight_bits(weights[0])}", "reason": ""})
         return integer_layer(m[layer], xq, *weights, bias_value, output, integer_only)
 
     a, c = deq(wildcard()), deq(wildcard())
     added = is_op("relax.add")(a, c)
-    add_out = is_op("relax.quantize")(added | is_op("relax.nn.relu")(added), is_const(), is_const())
+    add_act = is_op("relax.nn.relu")(added) | is_op("relax.clip")(added, wildcard(), wildcard())
+    add_out = is_op("relax.quantize")(added | add_act, is_const(), is_const())
 
     def add_rewrite(expr, m):
         qs = [_qtensor(m[a]), _qtensor(m[c])]
-        relu = m.get(added) is not None and not expr.args[0].same_as(m[added])
-        output = _output(expr, Activation(lo=0.0) if relu else Activation())
+        output = _output(expr, _activation(m.get(add_act)))
         if None in qs or output is None:
             return expr
         return integer_merge(qs, output, lambda t: relax.op.add(t[0], t[1]), len(expr.ty.shape), integer_only)
 
-    unary = wildcard()
+    source = deq(wildcard())
+    unary = CallPattern(wildcard(), [source], varg_default_wildcard=True)
     unary_out = is_op("relax.quantize")(unary, is_const(), is_const())
 
     def unary_rewrite(expr, m):
         call = m[unary]
-        if not isinstance(call, relax.Call) or not call.args or not isinstance(call.args[0], relax.Call) \
-                or getattr(call.args[0].op, "name", "") != "relax.dequantize":
+        if not isinstance(call.op, tvm.ir.Op):
             return expr
-        q, output = _qtensor(call.args[0]), _output(expr, Activation())
+        q, output = _qtensor(m[source]), _output(expr, Activation())
         if q is None or output is None:
             return expr
         op = call.op.name
@@ -182,7 +197,7 @@ def qdq_to_integer(integer_only: bool = False) -> tvm.transform.Pass:
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         func = relax.transform.CanonicalizeBindings()(canonicalize_clip()(mod))["main"]
         records: list = []
-        for pattern, rewriter in _patterns(records, integer_only):
+        for pattern, rewriter in _patterns(records, integer_only, code_bits(func)):
             func = rewrite_call(pattern, rewriter, func)
         info = {"scheme": "qdq (from the model)", "observer": "none", "layers": records}
         return replace_main(mod, func.with_attr("squeeze.quantized", json.dumps(info)))

@@ -38,13 +38,28 @@ def _channel_const(values: np.ndarray, dtype: str, ndim: int, axis: int) -> rela
 
 
 def rescale(acc: relax.Expr, multiplier: np.ndarray, ndim: int, axis: int, integer_only: bool) -> relax.Expr:
-    """``acc · multiplier`` before the zero point: float32 unrounded, or int64 rounded (fixed point)."""
+    """``acc · multiplier`` before the zero point: float32 unrounded, or int64 rounded (fixed point);
+    power-of-two multipliers (``_pow2`` scales) rescale by shifts alone, with the same rounding."""
     if integer_only:
         m0, shift = fixed_point_multiplier(multiplier)
+        if np.all(m0 == 1 << 30):  # M = 2^(30 - shift): (acc + 2^(k-1)) >> k, k = shift - 30 (or acc << -k)
+            return _shift_only(relax.op.astype(acc, "int64"), shift - 30, ndim, axis)
         prod = relax.op.multiply(relax.op.astype(acc, "int64"), _channel_const(m0, "int64", ndim, axis))
         rounded = relax.op.add(prod, _channel_const(np.left_shift(1, shift - 1), "int64", ndim, axis))
         return relax.op.right_shift(rounded, _channel_const(shift, "int64", ndim, axis))
     return relax.op.multiply(relax.op.astype(acc, "float32"), _channel_const(multiplier, "float32", ndim, axis))
+
+
+def _shift_only(acc: relax.Expr, k: np.ndarray, ndim: int, axis: int) -> relax.Expr:
+    """``acc · 2^-k`` rounded half up, by shifts only (``k`` per channel, negative: a left shift)."""
+    if np.all(k <= 0):
+        return relax.op.left_shift(acc, _channel_const(-k, "int64", ndim, axis))
+    if np.any(k < 0):  # mixed directions: shift left first by the largest left shift
+        lead = int(-k.min())
+        acc, k = relax.op.left_shift(acc, relax.const(lead, "int64")), k + lead
+    rounded = relax.op.add(acc, _channel_const(np.where(k > 0, np.left_shift(1, np.maximum(k - 1, 0)), 0), "int64",
+                                               ndim, axis))
+    return relax.op.right_shift(rounded, _channel_const(k, "int64", ndim, axis))
 
 
 def finish(scaled: relax.Expr, zero: int, lo: int, hi, out_dtype: str, integer_only: bool,

@@ -2,7 +2,8 @@
 
 A scheme pairs a weight spec and an activation spec. Each spec says bits, symmetric or
 asymmetric, per-channel or per-tensor, and its scale rule (float, or power of two for
-shift-only hardware, Brevitas-style ``_pow2`` suffix).
+shift-only hardware, Brevitas-style ``_pow2`` suffix). Weights may be log-quantized (``_log``):
+codes ``0, ±2^k``, so every product is a shift.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class QuantSpec:
     symmetric: bool = True
     per_channel: bool = False
     power_of_two: bool = False
+    log: bool = False  # codes 0 and ±2^k, k < 2^(bits-1) - 1 (a sign bit and an exponent)
 
     @property
     def unsigned(self) -> bool:
@@ -34,16 +36,19 @@ class QuantSpec:
 
     @property
     def qmin(self) -> int:
-        return 0 if self.unsigned else -(2 ** (self.bits - 1) - 1)
+        return 0 if self.unsigned else -self.qmax
 
     @property
     def qmax(self) -> int:
+        if self.log:
+            return 2 ** (2 ** (self.bits - 1) - 2)
         return 2**self.bits - 1 if self.unsigned else 2 ** (self.bits - 1) - 1
 
     @property
     def name(self) -> str:
         return (f"{self.bits}_{'sym' if self.symmetric else 'asym'}_"
-                f"{'per_channel' if self.per_channel else 'per_tensor'}{'_pow2' if self.power_of_two else ''}")
+                f"{'per_channel' if self.per_channel else 'per_tensor'}{'_log' if self.log else ''}"
+                f"{'_pow2' if self.power_of_two else ''}")
 
     def restrict_scale(self, scale: np.ndarray) -> np.ndarray:
         """Apply the scale rule: powers of two are rounded up so that nothing extra clips."""
@@ -61,8 +66,13 @@ class QuantSpec:
         return scale, zero
 
     def quantize(self, x: np.ndarray, scale, zero) -> np.ndarray:
-        """Numpy reference: ``clip(round(x / scale) + zero)`` (round half to even, like R.round)."""
-        return np.clip(np.round(x / scale) + zero, self.qmin, self.qmax)
+        """Numpy reference: ``clip(round(x / scale) + zero)`` (round half to even, like R.round);
+        log codes: the power of two nearest in the log domain (below half the smallest: 0)."""
+        if not self.log:
+            return np.clip(np.round(x / scale) + zero, self.qmin, self.qmax)
+        v = np.asarray(x / scale, dtype=np.float64)
+        exponent = np.clip(np.round(np.log2(np.maximum(np.abs(v), 1e-30))), 0, np.log2(self.qmax))
+        return np.where(np.abs(v) < 0.5, 0.0, np.sign(v) * np.exp2(exponent))
 
 
 @dataclass(frozen=True)
@@ -87,14 +97,15 @@ class Scheme:
         return self.weights.qparams(lo, hi)
 
 
-_SPEC = re.compile(r"(\d+)_(sym|asym)_(per_channel|per_tensor)(_pow2)?$")
+_SPEC = re.compile(r"(\d+)_(sym|asym)_(per_channel|per_tensor)(_log)?(_pow2)?$")
 
 
 def _parse_spec(text: str) -> QuantSpec:
     m = _SPEC.match(text)
-    if not m or int(m.group(1)) not in (1, 2, 4, 8):
+    if not m or int(m.group(1)) not in (1, 2, 4, 8) or (m.group(4) and not 2 <= int(m.group(1)) <= 4):
         raise ValueError(text)
-    return QuantSpec(int(m.group(1)), m.group(2) == "sym", m.group(3) == "per_channel", bool(m.group(4)))
+    return QuantSpec(int(m.group(1)), m.group(2) == "sym", m.group(3) == "per_channel", bool(m.group(5)),
+                     bool(m.group(4)))
 
 
 ALIASES = {
@@ -103,6 +114,8 @@ ALIASES = {
     "int8_per_tensor": "w8_sym_per_tensor__a8_asym_per_tensor",
     "int8_pow2": "w8_sym_per_channel_pow2__a8_sym_per_tensor_pow2__fixed_point",
     "int4": "w4_sym_per_channel__a8_asym_per_tensor",
+    "int4_log": "w4_sym_per_channel_log__a8_asym_per_tensor",
+    "int4_log_shift": "w4_sym_per_channel_log_pow2__a8_sym_per_tensor_pow2__fixed_point",
     "int8_integer_only": "w8_sym_per_channel__a8_asym_per_tensor__fixed_point",
 }
 
@@ -110,8 +123,8 @@ ALIASES = {
 def parse_scheme(name: str) -> Scheme:
     """Parse a scheme name (or alias such as ``int8``) into a :class:`Scheme`.
 
-    Grammar: ``w{bits}_{sym}_{per_channel|per_tensor}[_pow2]__a{bits}_{sym|asym}_per_tensor[_pow2]
-    [__fixed_point]``; weights are always symmetric.
+    Grammar: ``w{bits}_{sym}_{per_channel|per_tensor}[_log][_pow2]__a{bits}_{sym|asym}_per_tensor[_pow2]
+    [__fixed_point]``; weights are always symmetric, log codes (2-4 bits) only for weights.
     """
     full = ALIASES.get(name, name)
     parts = full.split("__")
@@ -121,12 +134,13 @@ def parse_scheme(name: str) -> Scheme:
         if len(parts) == 3 and parts[2] != "fixed_point":
             raise ValueError(full)
         weights, acts = _parse_spec(parts[0][1:]), _parse_spec(parts[1][1:])
-        if not weights.symmetric or acts.per_channel:
+        if not weights.symmetric or acts.per_channel or acts.log:
             raise ValueError(full)
     except (ValueError, IndexError):
         raise SqueezeError(
             f"unknown quantization scheme '{name}': use an alias ({', '.join(ALIASES)}) or a name like "
-            "w8_sym_per_channel__a8_asym_per_tensor[__fixed_point] (weights symmetric, activations per tensor)"
+            "w8_sym_per_channel__a8_asym_per_tensor[__fixed_point] (weights symmetric, activations per tensor;"
+            " _log weights of 2-4 bits)"
         ) from None
     return Scheme(weights, acts, integer_only=len(parts) == 3)
 

@@ -5,7 +5,9 @@ core count; code is cross-compiled for ``aarch64-linux-gnu`` and linked with
 ``aarch64-linux-gnu-gcc`` (Debian ``gcc-aarch64-linux-gnu``). Integer layers run on the
 shared kernels (:mod:`targets.integer`) with the best dot product the core has: ``smmla``
 (Armv8.6 i8mm), ``sdot`` (Armv8.2 dotprod) or ``smull``/``sadalp`` (any NEON core), see
-:mod:`.intrin`. All take int8 × int8, so these targets quantize symmetrically (``int8_sym``).
+:mod:`.intrin`. They take int8 × int8, so these targets quantize symmetrically (``int8_sym``) by
+default. Each preset also declares the ISA for uint8 activations (the asymmetric ``int8``
+scheme): ``ummla`` or ``udot`` where the core has them, else they are shifted into the int8 ISA.
 
 ``aarch64`` is portable Armv8.0 NEON code that runs on every 64-bit Arm core (Cortex-A53 and
 A72 included; the host target on an AArch64 machine, linked by the native compiler there); pick a
@@ -23,7 +25,7 @@ from ..base import TargetSpec
 from ..host import host_triple, triple_arch
 from ..registry import register_target
 from ..schedules import FP32_OPS, default_schedule, schedule_primfunc
-from .intrin import ISAS
+from .intrin import ISAS, UNSIGNED_ISAS
 
 TRIPLE = "aarch64-linux-gnu"
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
@@ -39,24 +41,37 @@ BOARDS = {
 }
 
 
+# Where the bit-serial kernels beat sdot (bench/lowbit.py --arm rpi5, llvm-mca estimates on Cortex-A76:
+# 1.3-4.6x for 1-2 plane pairs, about 1x at 2 x 2 bits); NEON cnt counts bytes, uadalp adds them into
+# 16-bit lanes, so the planes are packed in 16-bit words.
+BITSERIAL = integer.BitSerialSupport(ops=("conv2d", "grouped_conv2d", "matmul"), max_plane_pairs=2, min_channels=16,
+                                     word=16, instruction="cnt + uadalp")
+
+
 def arm_spec(name: str) -> TargetSpec:
-    """The TargetSpec of board ``name`` (:data:`BOARDS`), with the best integer ISA its core has."""
+    """The TargetSpec of board ``name`` (:data:`BOARDS`), with the best integer ISAs its core has
+    for int8 activations (the default) and for uint8 ones."""
     cpu, mattr, cores, what = BOARDS[name]
     target_json = {"kind": "llvm", "mtriple": TRIPLE, "mcpu": cpu, "mattr": list(mattr), "num-cores": cores}
     features = frozenset(str(f) for f in llvm_get_cpu_features(tvm.target.Target(target_json)))
     isa = integer.select_isa(features, ISAS)
+    unsigned = integer.select_isa(features, UNSIGNED_ISAS)
+    native = (unsigned,) if unsigned else ()
     return TargetSpec(
         name=name,
-        description=f"{what}: -mcpu={cpu}; int8 via {isa.instruction}",
+        description=f"{what}: -mcpu={cpu}; int8 via {isa.instruction}"
+                    + (f", uint8 activations via {unsigned.instruction}" if unsigned else "")
+                    + f", bit-serial via {BITSERIAL.instruction}",
         target_json=target_json,
-        accelerates=FP32_OPS + integer.support(isa),
+        accelerates=FP32_OPS + integer.support(isa, LAYER_KINDS, native),
         quant_scheme="int8_sym",  # s8 activations x s8 weights: what smmla / sdot / smull take
         schedule=integer.schedule(default_schedule),
         schedule_func=integer.schedule_func(schedule_primfunc),
-        legalize=integer.legalize(isa, LAYER_KINDS),
+        legalize=integer.legalize(isa, LAYER_KINDS, native, bitserial=BITSERIAL),
         search_strategy=integer.search_strategy,
         features=tuple(sorted(features)),
         cross_compiler=None if triple_arch(host_triple()) == "aarch64" else CROSS_COMPILER,
+        bitserial=BITSERIAL,
     )
 
 

@@ -18,7 +18,10 @@ from compiler.ir import LAYER_KINDS
 
 from ..base import OpSupport
 from ..schedules import RULE_ATTR
-from .isa import DotISA, dot_desc, get_isa, register_isa, select_isa
+from ..schedules.common import vector_isa
+from .isa import DotISA, dot_desc, get_isa, isa_for, register_isa, select_isa
+from .bitserial_legalize import BitSerialSupport, integer_kernels
+from .bitserial_schedule import schedule_bitserial
 from .legalize import int8_kernels
 from .schedule import schedule_int8
 from .tuning import search_strategy  # also registers the MetaSchedule custom rule
@@ -26,11 +29,19 @@ from .tuning import search_strategy  # also registers the MetaSchedule custom ru
 FuncSchedule = Callable[[tirx.PrimFunc, tvm.target.Target], "s_tir.Schedule | None"]
 
 
-def support(isa: DotISA, ops: Iterable[str] = LAYER_KINDS) -> tuple[OpSupport, ...]:
-    """OpSupport entries of the integer kernels for ``isa`` (what the quantizer and the
-    legalization ask, and what ``squeeze targets`` shows)."""
-    dtypes = (isa.act_dtype, "int8", "int32")
-    packed = f"weights [G,OC/{isa.lanes},KH,KW,IC/{isa.group},{isa.lanes},{isa.group}] {isa.weight_dtype}"
+def support(isa: DotISA, ops: Iterable[str] = LAYER_KINDS, native: Iterable[DotISA] = ()) -> tuple[OpSupport, ...]:
+    """OpSupport entries of the integer kernels for ``isa`` and then for each ISA of ``native``
+    (see :func:`legalize`): what the quantizer and the legalization ask, and what ``squeeze
+    targets`` shows."""
+    ops = tuple(ops)
+    return tuple(entry for one in (isa, *native) for entry in _support(one, ops))
+
+
+def _support(isa: DotISA, ops: tuple[str, ...]) -> tuple[OpSupport, ...]:
+    dtypes = (isa.act_dtype, f"int{isa.weight_bits}", "int32")
+    offset = f" (+{isa.weight_offset})" if isa.weight_offset else ""
+    stored = f"{isa.weight_dtype}{offset}" + (f", {8 // isa.weight_bits} per byte" if isa.sub_byte else "")
+    packed = f"weights [G,OC/{isa.lanes},KH,KW,IC/{isa.group},{isa.lanes},{isa.group}] {stored}"
     epilogue = "+bias/requantize/relu/clip/residual fused"
     table = {
         "conv2d": OpSupport("conv2d", dtypes, f"NHWC, {packed}", f"{isa.instruction} direct conv {epilogue}"),
@@ -38,16 +49,39 @@ def support(isa: DotISA, ops: Iterable[str] = LAYER_KINDS) -> tuple[OpSupport, .
                                     f"{isa.instruction} direct conv"),
         "depthwise_conv2d": OpSupport("depthwise_conv2d", dtypes, "NHWC, weights [KH,KW,C] int32",
                                       f"vectorized direct conv {epilogue}"),
-        "matmul": OpSupport("matmul", dtypes, f"weights [N/{isa.lanes},K/{isa.group},{isa.lanes},{isa.group}]",
+        "matmul": OpSupport("matmul", dtypes,
+                            f"weights [N/{isa.lanes},K/{isa.group},{isa.lanes},{isa.group}] {stored}",
                             f"{isa.instruction} GEMM {epilogue}"),
     }
-    return tuple(table[op] for op in ops)
+    return tuple(table[op] for op in ops if not (isa.sub_byte and op == "depthwise_conv2d"))  # depthwise: no dot
 
 
-def legalize(isa: DotISA, ops: Iterable[str]) -> Callable[[tvm.target.Target], tvm.transform.Pass]:
-    """``TargetSpec.legalize`` hook: the layers of kinds ``ops`` into ``isa``'s kernels."""
-    ops = frozenset(ops)
-    return lambda _target: int8_kernels(isa, ops)
+def legalize(isa: DotISA, ops: Iterable[str], native: Iterable[DotISA] = (),
+             bitserial: BitSerialSupport | None = None) -> Callable[[tvm.target.Target], tvm.transform.Pass]:
+    """``TargetSpec.legalize`` hook: the layers of kinds ``ops`` into integer kernels.
+
+    Parameters
+    ----------
+    isa : DotISA
+        The default ISA; activations of another dtype are shifted by 128 into its ``act_dtype``.
+    ops : iterable of str
+        Layer kinds (``compiler.ir.LAYER_KINDS``) to rewrite.
+    native : iterable of DotISA
+        The target's ISAs for activations of their own ``act_dtype`` (``udot`` for uint8
+        beside ``sdot``), see :func:`.isa.isa_for`.
+    bitserial : BitSerialSupport, optional
+        Where the target's bit-serial kernels beat ``isa``'s (:mod:`.bitserial_legalize`).
+    """
+    ops, native = frozenset(ops), tuple(native)
+    if bitserial is None:
+        return lambda _target: int8_kernels(isa, ops, native)
+    return lambda target: integer_kernels(isa, ops, native, bitserial, vector_isa(target).bits)
+
+
+def schedule_integer(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
+    """The schedule of a PrimFunc around an int8 or bit-serial kernel (None if it holds neither)."""
+    sch = schedule_int8(func, target)
+    return sch if sch is not None else schedule_bitserial(func, target)
 
 
 def schedule_func(fallback: FuncSchedule) -> FuncSchedule:
@@ -55,7 +89,7 @@ def schedule_func(fallback: FuncSchedule) -> FuncSchedule:
     else ``fallback`` (the target's FP32 rules)."""
 
     def schedule(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
-        sch = schedule_int8(func, target)
+        sch = schedule_integer(func, target)
         return sch if sch is not None else fallback(func, target)
 
     return schedule
@@ -71,7 +105,7 @@ def schedule(fallback: Callable[[tvm.target.Target], tvm.transform.Pass]):
         def _pass(mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
             for gvar, func in list(mod.functions_items()):
                 if isinstance(func, tirx.PrimFunc) and not (func.attrs or {}).get("tirx.is_scheduled", False):
-                    sch = schedule_int8(func, target)
+                    sch = schedule_integer(func, target)
                     if sch is not None:
                         mod[gvar] = sch.mod["main"].with_attrs({"tirx.is_scheduled": True,
                                                                 RULE_ATTR: "schedule_int8"})
@@ -82,5 +116,5 @@ def schedule(fallback: Callable[[tvm.target.Target], tvm.transform.Pass]):
     return make
 
 
-__all__ = ["DotISA", "register_isa", "get_isa", "select_isa", "dot_desc", "support", "legalize", "schedule",
+__all__ = ["BitSerialSupport", "DotISA", "register_isa", "get_isa", "select_isa", "isa_for", "dot_desc", "support", "legalize", "schedule",
            "schedule_func", "search_strategy"]

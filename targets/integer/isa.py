@@ -14,6 +14,8 @@ from tvm.script import tirx as T
 
 from compiler.errors import SqueezeError
 
+SIGNED_SHIFT = 128  # int8 <-> uint8: x + 128 maps [-128, 127] onto [0, 255]
+
 
 @dataclass(frozen=True)
 class DotISA:
@@ -29,11 +31,12 @@ class DotISA:
     group : int
         Reduction elements summed per lane and instruction (input channels per step).
     act_dtype : str
-        Activation dtype the instruction takes (``uint8`` for ``vpdpbusd``, ``int8`` for ``sdot``);
-        activations of the other signedness are shifted by 128 and the shift is corrected
-        per output channel.
+        Activation dtype the instruction takes (``uint8`` for ``vpdpbusd`` and ``udot``, ``int8``
+        for ``sdot``); activations of the other signedness are shifted by 128 and the shift is
+        corrected per output channel (unless the target has an ISA taking them, :func:`isa_for`).
     weight_dtype : str
-        Dtype weights are packed in (``int16`` where int8 weights are widened at compile time).
+        Dtype weights are packed in (``int16`` where int8 weights are widened at compile time;
+        ``uint8`` for unsigned × unsigned instructions such as ``udot``: see ``weight_offset``).
     intrin : str
         Registered tensor-intrinsic name (description: :func:`dot_desc`).
     registers : int
@@ -48,6 +51,11 @@ class DotISA:
         Activation rows (matrix rows) one instruction takes: neighbouring output pixels of a
         conv, matrix rows of a matmul, stored by the kernels as contiguous ``[rows, group]``
         activation and ``[rows, lanes]`` accumulator blocks.
+    weight_bits : int
+        8, or 4 / 2 for weights stored ``8 / weight_bits`` per byte (int4, int2 layers): byte ``j``
+        of a lane's ``group · weight_bits / 8`` holds weights ``j + m · group · weight_bits / 8``
+        at bit ``m · weight_bits``, as ``w + 2^(weight_bits - 1)``; the intrinsic unpacks them in
+        registers (:func:`packed_desc`).
     """
 
     name: str
@@ -61,11 +69,26 @@ class DotISA:
     features: tuple[str, ...] = ()
     instruction: str = ""
     rows: int = 1
+    weight_bits: int = 8
 
     @property
-    def shifts_signed(self) -> bool:
-        """Whether signed (int8) activations are shifted into the unsigned range the instruction takes."""
-        return self.act_dtype == "uint8"
+    def weight_offset(self) -> int:
+        """What packing adds to the weights: 128 for a ``uint8`` weight operand (8 for int4), else 0.
+
+        ``Σ x·w = Σ x·(w + 128) - 128 · Σ x`` over each output's window: the legalization
+        subtracts ``weight_offset`` times the window sum of the activations (:mod:`.legalize`).
+        """
+        return 1 << (self.weight_bits - 1) if self.weight_dtype == "uint8" else 0
+
+    @property
+    def sub_byte(self) -> bool:
+        """Whether weights are stored several per byte."""
+        return self.weight_bits < 8
+
+    @property
+    def stored_group(self) -> int:
+        """Stored weight elements per lane and group: ``group``, or its bytes when sub-byte."""
+        return self.group * self.weight_bits // 8 if self.sub_byte else self.group
 
     @property
     def float_lanes(self) -> int:
@@ -97,6 +120,33 @@ def select_isa(features: Iterable[str], candidates: Iterable[DotISA]) -> DotISA 
     """The first of ``candidates`` (best first) whose required features are all in ``features``."""
     feats = set(features)
     return next((isa for isa in candidates if set(isa.features) <= feats), None)
+
+
+def isa_for(act_dtype: str, isa: DotISA, native: Iterable[DotISA] = (), weight_bits: int = 8) -> DotISA:
+    """The ISA an integer layer with ``act_dtype`` activations (and weights of ``weight_bits``
+    two's-complement bits) runs on: of the ISAs taking ``act_dtype``, the one storing the
+    fewest weight bits that still hold the weights (int4 ISAs for 4-bit weights).
+
+    Parameters
+    ----------
+    act_dtype : str
+        The layer's activation dtype (``int8`` or ``uint8``).
+    isa : DotISA
+        The target's default ISA: activations of another dtype are shifted by 128 into its
+        ``act_dtype``.
+    native : iterable of DotISA
+        ISAs the target declares for activations of their own ``act_dtype`` (e.g. ``udot`` for
+        ``uint8`` beside an ``sdot`` default), or for narrower weights (``weight_bits`` 4).
+    weight_bits : int
+        Bits the layer's weights need (:func:`weight_bits_of`).
+
+    Returns
+    -------
+    DotISA
+        The first of ``isa`` and ``native`` whose ``act_dtype`` is ``act_dtype``, else ``isa``.
+    """
+    fitting = [n for n in (isa, *native) if n.act_dtype == act_dtype and n.weight_bits >= weight_bits]
+    return min(fitting, key=lambda n: n.weight_bits) if fitting else isa
 
 
 def dot_desc(lanes: int, group: int, act_dtype: str, weight_dtype: str, rows: int = 1):
@@ -137,3 +187,38 @@ def _matrix_desc(rows: int, lanes: int, group: int, act_dtype: str, weight_dtype
                     C[vr, vi] = C[vr, vi] + T.cast(A[vr, vk], "int32") * T.cast(B[vi, vk], "int32")
 
     return desc
+
+
+def packed_weight(packed: T.PrimExpr, k: T.PrimExpr, group: int, bits: int) -> T.PrimExpr:
+    """The ``k``-th (``k < group``) unsigned ``bits``-bit weight of a lane's packed bytes
+    (``packed`` = byte ``k % (group · bits / 8)``), as int32: bit field ``k // (group · bits / 8)``."""
+    stride = group * bits // 8
+    shift = T.Cast("uint8", k // stride * bits)
+    return T.Cast("int32", T.bitwise_and(T.shift_right(packed, shift), T.uint8((1 << bits) - 1)))
+
+
+def packed_desc(lanes: int, group: int, act_dtype: str, bits: int):
+    """TensorIntrin description of sub-byte weights: ``C[i] += A[k] * w(B[i, k % s], k)``
+    (:func:`packed_weight`), ``B`` the ``[lanes, s]`` packed bytes, ``s = group · bits / 8``."""
+    stride = group * bits // 8
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (group,), act_dtype, offset_factor=1)
+        B = T.match_buffer(b, (lanes, stride), "uint8", offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:stride])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, group):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * packed_weight(B[vi, vk % stride], vk, group, bits)
+
+    return desc
+
+
+def weight_bits_of(weight) -> int:
+    """Two's-complement bits holding every value of integer ``weight`` (at least 2)."""
+    lo, hi = int(weight.min()), int(weight.max())
+    return max(2, max(int(-lo - 1).bit_length(), int(hi).bit_length()) + 1)

@@ -8,7 +8,10 @@ Weights are packed once, at compile time, so that one instruction's operand is c
 - conv2d / grouped conv2d: ``[G, ceil(OCg/L), KH, KW, ceil(ICg/Gk), L, Gk]`` where ``L`` and
   ``Gk`` are the ISA's lanes and group (:mod:`.intrin`), zero-padded;
 - depthwise conv2d: ``[KH, KW, C]`` widened to float32 (exact) or int32;
-- matmul ``x[..., K] @ W[K, N]``: ``[ceil(N/L), ceil(K/Gk), L, Gk]``.
+- matmul ``x[..., K] @ W[K, N]``: ``[ceil(N/L), ceil(K/Gk), L, Gk]``;
+
+in the ISA's weight dtype, as ``w + 128`` for unsigned × unsigned ISAs (``udot``, ``ummla``:
+:attr:`~.isa.DotISA.weight_offset`, corrected by the legalization).
 
 Accumulators are ``[R, L]`` blocks, one vector register each, where ``R`` is the ISA's
 ``rows`` (1, or 2 for a matrix instruction such as ``smmla``, whose rows are neighbouring
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
-from .isa import DotISA
+from .isa import DotISA, packed_weight
 
 KERNEL_ATTR = "squeeze.int8"  # block annotation: "conv2d", "depthwise" or "matmul"
 ISA_ATTR = "squeeze.isa"  # block annotation: name of the DotISA the kernel is written for
@@ -125,7 +128,8 @@ def width_fold(shape: ConvShape, isa: DotISA, layout: str) -> str:
 
 
 def pack_conv_weight(weight_oihw: np.ndarray, shape: ConvShape, isa: DotISA, layout: str = "NHWC") -> np.ndarray:
-    """OIHW int8 weights → ``[G, OCB, KH, KW, ICB, L, Gk]`` in the ISA's weight dtype.
+    """OIHW int8 weights → ``[G, OCB, KH, KW, ICB, L, Gk]`` in the ISA's weight dtype, plus its
+    ``weight_offset`` (padding stays 0, so padded taps add nothing).
 
     With a :func:`width_fold`, the runs it reduces take the place of the input channels
     (and the channels, for ``"planes"``, or nothing, for ``"columns"``, that of ``KW``).
@@ -141,9 +145,29 @@ def pack_conv_weight(weight_oihw: np.ndarray, shape: ConvShape, isa: DotISA, lay
     ocg, lanes, grp = oc // groups, isa.lanes, isa.group
     ocb, icb = _ceil_div(ocg, lanes), _ceil_div(icg, grp)
     w = np.zeros((groups, ocb * lanes, icb * grp, kh, kw), isa.weight_dtype)
-    w[:, :ocg, :icg] = weight_oihw.reshape(groups, ocg, icg, kh, kw)
+    w[:, :ocg, :icg] = weight_oihw.reshape(groups, ocg, icg, kh, kw).astype(np.int32) + isa.weight_offset
     w = w.reshape(groups, ocb, lanes, icb, grp, kh, kw)
-    return np.ascontiguousarray(w.transpose(0, 1, 5, 6, 3, 2, 4))
+    return _stored(np.ascontiguousarray(w.transpose(0, 1, 5, 6, 3, 2, 4)), isa)
+
+
+def _stored(packed: np.ndarray, isa: DotISA) -> np.ndarray:
+    """``packed`` as stored: for sub-byte ISAs, the ``Gk`` weights of a lane's group (last axis)
+    ``8 / bits`` per byte, weight ``j + m · s`` at bit ``m · bits`` of byte ``j`` (``s`` bytes)."""
+    if not isa.sub_byte:
+        return packed
+    stride, bits = isa.stored_group, isa.weight_bits
+    out = np.zeros(packed.shape[:-1] + (stride,), np.uint8)
+    for m in range(8 // bits):
+        out |= (packed[..., m * stride:(m + 1) * stride].astype(np.uint8) << (m * bits)).astype(np.uint8)
+    return np.ascontiguousarray(out)
+
+
+def _weight(weight: te.Tensor, index: tuple, j, isa: DotISA):
+    """Weight ``j`` of a lane's group at ``index`` (all axes but the last) as int32 (sub-byte
+    ISAs: the field :func:`.isa.packed_weight` unpacks, as their intrinsic's description reads it)."""
+    if isa.sub_byte:
+        return packed_weight(weight[(*index, j % isa.stored_group)], j, isa.group, isa.weight_bits)
+    return weight[(*index, j)].astype("int32")
 
 
 def _input(shape: ConvShape, layout: str, dtype: str) -> te.Tensor:
@@ -230,7 +254,8 @@ def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHW
     kw = {"": shape.kernel_w, "columns": 1, "planes": shape.in_channels}[fold]
     ocb, icb, xb = _ceil_div(ocg, lanes), _ceil_div(runs, grp), _ceil_div(shape.out_width, rows)
     data = _input(shape, layout, isa.act_dtype)
-    weight = te.placeholder(_i64(groups, ocb, shape.kernel_h, kw, icb, lanes, grp), isa.weight_dtype, name="weight")
+    weight = te.placeholder(_i64(groups, ocb, shape.kernel_h, kw, icb, lanes, isa.stored_group), isa.weight_dtype,
+                            name="weight")
     ry, rx, rc = _reduce(shape.kernel_h, "ry"), _reduce(kw, "rx"), _reduce(icb * grp, "rc")
     window = (_block_window(data, shape, isa, layout, pad_value, fold, icb * grp, xb) if rows > 1
               else _run_window(data, shape, layout, pad_value, fold, icb * grp))
@@ -238,7 +263,7 @@ def conv2d(shape: ConvShape, isa: DotISA, pad_value: int = 0, layout: str = "NHW
         _i64(shape.batch, shape.out_height, xb, groups, ocb, rows, lanes),
         lambda b, y, x, g, o, r, i: te.sum(
             window(b, y, x, r, g, ry, rx, rc).astype("int32")
-            * weight[g, o, ry, rx, rc // grp, i, rc % grp].astype("int32"), axis=[ry, rx, rc]),
+            * _weight(weight, (g, o, ry, rx, rc // grp, i), rc % grp, isa), axis=[ry, rx, rc]),
         name="conv", attrs=_attrs("conv2d", isa, shape.macs))
 
     def crop(b, y, x, c):  # one group: c itself (TVM's region solver fails on c % OC % L)
@@ -325,13 +350,14 @@ def pack_depthwise_weight(weight_oihw: np.ndarray, shape: ConvShape) -> np.ndarr
 
 
 def pack_matmul_weight(weight_kn: np.ndarray, isa: DotISA) -> np.ndarray:
-    """``[K, N]`` int8 → ``[ceil(N/L), ceil(K/Gk), L, Gk]`` in the ISA's weight dtype."""
+    """``[K, N]`` int8 → ``[ceil(N/L), ceil(K/Gk), L, Gk]`` in the ISA's weight dtype, plus its
+    ``weight_offset`` (padding stays 0)."""
     k, n = weight_kn.shape
     lanes, grp = isa.lanes, isa.group
     w = np.zeros((_ceil_div(k, grp) * grp, _ceil_div(n, lanes) * lanes), isa.weight_dtype)
-    w[:k, :n] = weight_kn
+    w[:k, :n] = weight_kn.astype(np.int32) + isa.weight_offset
     w = w.reshape(-1, grp, w.shape[1] // lanes, lanes)
-    return np.ascontiguousarray(w.transpose(2, 0, 3, 1))
+    return _stored(np.ascontiguousarray(w.transpose(2, 0, 3, 1)), isa)
 
 
 def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA) -> tirx.PrimFunc:
@@ -340,7 +366,7 @@ def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA)
     lanes, grp, r_isa = isa.lanes, isa.group, isa.rows
     kp, nb, rb = _ceil_div(k, grp) * grp, _ceil_div(n, lanes), _ceil_div(rows, r_isa)
     data = te.placeholder(_i64(*batch_shape, rows, k), isa.act_dtype, name="data")
-    weight = te.placeholder(_i64(nb, kp // grp, lanes, grp), isa.weight_dtype, name="weight")
+    weight = te.placeholder(_i64(nb, kp // grp, lanes, isa.stored_group), isa.weight_dtype, name="weight")
 
     def value(*i):
         return tirx.if_then_else(tirx.all(i[-1] < k, i[-2] < rows), data[i], tirx.const(0, isa.act_dtype))
@@ -359,7 +385,7 @@ def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, isa: DotISA)
     acc = te.compute(
         _i64(*batch_shape, rb, nb, r_isa, lanes),
         lambda *i: te.sum(operand(i[:-3], i[-2], rk).astype("int32")
-                          * weight[i[-3], rk // grp, i[-1], rk % grp].astype("int32"), axis=rk),
+                          * _weight(weight, (i[-3], rk // grp, i[-1]), rk % grp, isa), axis=rk),
         name="matmul", attrs=_attrs("matmul", isa, math.prod(batch_shape) * rows * k * n))
     out = te.compute(_i64(*batch_shape, rows, n),
                      lambda *i: acc[(*i[:-2], i[-2] // r_isa, i[-1] // lanes, i[-2] % r_isa, i[-1] % lanes)],

@@ -6,9 +6,13 @@ re-laid out at run time. Each kernel returns the int32 accumulator; the bias and
 requantization ops that follow stay Relax ops, which FuseOps folds into the kernel's
 PrimFunc and the schedule runs per register tile (:mod:`.schedule`).
 
-Activations whose signedness differs from the ISA's (int8 codes for ``vpdpbusd``, which takes
-uint8; uint8 codes for ``sdot``, which takes int8) are shifted by 128 (an elementwise op
-fused into the producer) and ``shift · Σ w`` is subtracted per output channel.
+Each layer runs on the ISA the target declares for its activation dtype (:func:`.isa.isa_for`:
+``udot`` for uint8 and ``sdot`` for int8 on a Cortex-A76). Activations no declared ISA takes
+(int8 codes for ``vpdpbusd``, which takes uint8; uint8 codes on a core with ``sdot`` only) are
+shifted by 128 (an elementwise op fused into the producer) and ``shift · Σ w`` is subtracted
+per output channel. ISAs with unsigned weight operands (``udot``, ``ummla``) get ``w + 128``
+and ``128 · Σ x`` over each output's window is subtracted: a channel sum and a box sum of
+the activations (:func:`_window_sum`), or a row sum for a matmul, so the kernels stay the same.
 Which layer kinds are rewritten is the target's declaration (``ops``), not decided here.
 """
 from __future__ import annotations
@@ -20,11 +24,10 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from compiler.ir import layer_kind
 
-from .isa import DotISA
+from .isa import SIGNED_SHIFT, DotISA, isa_for, weight_bits_of
 from .kernels import ConvShape, conv2d, depthwise_conv2d, matmul, pack_conv_weight, pack_depthwise_weight, \
     pack_matmul_weight
 
-SIGNED_SHIFT = 128
 OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4  # relax FuseOps: the epilogue may be fused after it
 
 
@@ -53,6 +56,37 @@ def _shift(x: relax.Expr, isa: DotISA) -> tuple[relax.Expr, int]:
     return relax.op.astype(wide, isa.act_dtype), shift
 
 
+def _window_sum(data: relax.Expr, layout: str, shape: ConvShape, pad_value: int) -> relax.Expr:
+    """The sum of each output pixel's window of the padded input, over its group's channels.
+
+    A channel sum per group, then a box sum: a ``groups``-channel conv with an all-ones
+    ``KH × KW`` kernel (any stride, dilation and padding; padding with ``channels ·
+    pad_value``). Returns int32 ``[N, OH, OW, 1]`` (one group: broadcast over the output
+    channels) or ``[N, OH, OW, OC]`` (each group's sum repeated over its output channels).
+    """
+    groups, channels = shape.groups, shape.in_channels // shape.groups
+    axis = layout.index("C")
+    dims = [shape.batch, shape.height, shape.width]
+    split = relax.op.reshape(relax.op.astype(data, "int32"), (*dims[:axis], groups, channels, *dims[axis:]))
+    sums = relax.op.sum(split, [axis + 1])
+    if layout == "NCHW":
+        sums = relax.op.permute_dims(sums, [0, 2, 3, 1])
+    padding = shape.padding
+    if pad_value and any(padding):
+        top, left, bottom, right = padding
+        sums = relax.op.nn.pad(sums, (0, 0, top, bottom, left, right, 0, 0), pad_value=float(channels * pad_value))
+        padding = (0, 0, 0, 0)
+    ones = relax.const(np.ones((groups, 1, shape.kernel_h, shape.kernel_w), np.int32))
+    box = relax.op.nn.conv2d(sums, ones, shape.strides, padding, shape.dilation, groups, data_layout="NHWC",
+                             out_dtype="int32")
+    return relax.op.repeat(box, shape.out_channels // groups, axis=3) if groups > 1 else box
+
+
+def _less(out: relax.Expr, offset: int, sums: relax.Expr) -> relax.Expr:
+    """``out - offset · sums``: the correction of a packed weight offset."""
+    return relax.op.subtract(out, relax.op.multiply(sums, relax.const(offset, "int32")))
+
+
 def _operands_fit(data: relax.Expr, weight: relax.Expr, out_dtype: str) -> bool:
     """Whether an integer layer's operands are what the kernels take: 8-bit activations of
     static shape, a constant int8 weight, an int32 result."""
@@ -64,9 +98,12 @@ def _operands_fit(data: relax.Expr, weight: relax.Expr, out_dtype: str) -> bool:
 
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, isa: DotISA, ops: frozenset[str]):
+    def __init__(self, mod: tvm.IRModule, isa: DotISA, native: tuple[DotISA, ...], ops: frozenset[str]):
         super().__init__(mod)
-        self.isa, self.ops = isa, ops
+        self.isa, self.native, self.ops = isa, native, ops
+
+    def _isa(self, data: relax.Expr, weight: np.ndarray) -> DotISA:
+        return isa_for(str(data.ty.dtype), self.isa, self.native, weight_bits_of(weight))
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = self.visit_expr_post_order(call)
@@ -119,16 +156,19 @@ class _Rewriter(PyExprMutator):
         shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
                           weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
                           tuple(int(d) for d in attrs.dilation), int(attrs.groups))
-        data, shift = _shift(data, self.isa)
+        isa = self._isa(data, weight)
+        data, shift = _shift(data, isa)
         pad_value += shift
         if shape.depthwise:
-            func, packed = depthwise_conv2d(shape, self.isa, pad_value, layout), pack_depthwise_weight(weight, shape)
+            func, packed = depthwise_conv2d(shape, isa, pad_value, layout), pack_depthwise_weight(weight, shape)
             name = "int8_depthwise_conv2d"
         else:
-            func = conv2d(shape, self.isa, pad_value, layout)
-            packed, name = pack_conv_weight(weight, shape, self.isa, layout), f"int8_conv2d_{self.isa.name}"
+            func = conv2d(shape, isa, pad_value, layout)
+            packed, name = pack_conv_weight(weight, shape, isa, layout), f"int8_conv2d_{isa.name}"
         out = self._kernel(func, name, [data, relax.const(packed)],
                            (shape.batch, shape.out_height, shape.out_width, shape.out_channels))
+        if isa.weight_offset and not shape.depthwise:
+            out = _less(out, isa.weight_offset, _window_sum(data, layout, shape, pad_value))
         if shift:
             sums = weight.astype(np.int64).sum(axis=(1, 2, 3)) * shift
             out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))
@@ -139,23 +179,27 @@ class _Rewriter(PyExprMutator):
         weight = _const(call.args[1])
         *batch, rows, k = _shape(data)
         n = weight.shape[1]
-        data, shift = _shift(data, self.isa)
-        func = matmul(tuple(batch), rows, k, n, self.isa)
-        out = self._kernel(func, f"int8_matmul_{self.isa.name}",
-                           [data, relax.const(pack_matmul_weight(weight, self.isa))], (*batch, rows, n))
+        isa = self._isa(data, weight)
+        data, shift = _shift(data, isa)
+        func = matmul(tuple(batch), rows, k, n, isa)
+        out = self._kernel(func, f"int8_matmul_{isa.name}",
+                           [data, relax.const(pack_matmul_weight(weight, isa))], (*batch, rows, n))
+        if isa.weight_offset:
+            out = _less(out, isa.weight_offset, relax.op.sum(relax.op.astype(data, "int32"), [-1], keepdims=True))
         if shift:
             sums = weight.astype(np.int64).sum(axis=0) * shift
             out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))
         return out
 
 
-def int8_kernels(isa: DotISA, ops: frozenset[str]) -> tvm.transform.Pass:
+def int8_kernels(isa: DotISA, ops: frozenset[str], native: tuple[DotISA, ...] = ()) -> tvm.transform.Pass:
     """Module pass replacing the integer layers of kinds ``ops`` (``compiler.ir.layer_kind``)
-    that have constant weights by calls of the packed kernels for ``isa``."""
+    that have constant weights by calls of the packed kernels for ``isa``, or for the ISA of
+    ``native`` that takes their activation dtype (:func:`.isa.isa_for`)."""
 
     @tvm.transform.module_pass(opt_level=0, name="squeeze.int8_kernels")
     def transform(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        rewriter = _Rewriter(mod, isa, ops)
+        rewriter = _Rewriter(mod, isa, native, ops)
         for gvar, func in list(mod.functions_items()):
             if isinstance(func, relax.Function):
                 rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))

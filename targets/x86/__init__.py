@@ -16,7 +16,7 @@ from ..base import TargetSpec
 from ..host import host_cores, host_cpu
 from ..registry import register_target
 from ..schedules import FP32_OPS, default_schedule, schedule_primfunc
-from .intrin import ISAS, fix_stock_vnni
+from .intrin import ISAS, NATIVE, fix_stock_vnni
 
 
 # Explicit targets: name -> (LLVM CPU, what it stands for).
@@ -25,6 +25,11 @@ NAMED_CPUS = {
     "x86-avx512": ("skylake-avx512", "AVX-512BW CPUs without VNNI (Skylake-SP)"),
     "x86-avx2": ("haswell", "AVX2 CPUs (Haswell and later)"),
 }
+
+
+# Where the bit-serial kernels beat the VNNI int8 kernel (bench/lowbit.py, on AVX-512 VPOPCNTDQ).
+BITSERIAL = integer.BitSerialSupport(ops=("conv2d", "grouped_conv2d", "matmul"), max_plane_pairs=4, min_channels=32,
+                                     word=64, instruction="vpopcntq zmm")
 
 
 def search_strategy(mod: tvm.IRModule):
@@ -43,22 +48,26 @@ def x86_spec(name: str, description: str, cpu: str, features: frozenset[str]) ->
     ymm halves, which made a residual conv layer's epilogue ~1.8x slower.
     """
     isa = integer.select_isa(features, ISAS)
+    bitserial = BITSERIAL if isa and "avx512vpopcntdq" in features else None
     target_json = {"kind": "llvm", "mcpu": cpu, "num-cores": host_cores()}
     if "avx512f" in features:
         target_json["mattr"] = ["-prefer-256-bit"]
-    ops = integer.support(isa) if isa else ()
+    native = NATIVE.get(isa, ())
+    ops = integer.support(isa, native=native) if isa else ()
     return TargetSpec(
         name=name,
-        description=description + (f"; int8 via {isa.name}" if isa else ""),
+        description=description + (f"; int8 via {isa.name}" if isa else "")
+        + (f", bit-serial via {bitserial.instruction}" if bitserial else ""),
         target_json=target_json,
         accelerates=FP32_OPS + ops,
         quant_scheme="int8",  # u8 activations x s8 weights: what vpdpbusd / vpmaddwd take
         schedule=integer.schedule(default_schedule) if isa else default_schedule,
         schedule_func=integer.schedule_func(schedule_primfunc) if isa else schedule_primfunc,
-        legalize=integer.legalize(isa, (s.op for s in ops)) if isa else None,
+        legalize=integer.legalize(isa, {s.op for s in ops}, native, bitserial=bitserial) if isa else None,
         search_strategy=search_strategy if isa else None,
         features=tuple(sorted(features)),
         sparse=("block", "nm") if "avx512f" in features else ("block",),
+        bitserial=bitserial,
     )
 
 

@@ -9,7 +9,15 @@ ISA         L   G  weight  instruction
 ``vnni``    16  4  int8    ``vpdpbusd zmm`` (AVX512_VNNI)
 ``avx512``  16  2  int16   ``vpmaddwd zmm`` (AVX-512BW), weights widened at compile time
 ``avx2``    8   2  int16   ``vpmaddwd ymm`` (AVX2)
+``vnni_w4`` 16  8  int4    two ``vpdpbusd zmm``, weights two per byte unpacked in registers
+``vnni_w2`` 16  16 int2    four ``vpdpbusd zmm``, weights four per byte
 ========== === === ====== ================================================================
+
+``vnni_w4`` / ``vnni_w2`` serve layers whose weights fit 4 / 2 bits (int4 and ternary schemes, low-bit
+QDQ/QONNX models): one 64-byte load holds two (four) groups of weights as fields ``w + 8``
+(``w + 2``), split by ``vpand`` (after ``vpsrlw``), and the legalization subtracts ``8 · Σ x``
+(``2 · Σ x``). Half (a quarter of) the weight bytes of ``vnni``: what a memory-bound
+matrix-vector product at batch 1 needs, and what the artifact stores.
 
 The fallbacks widen weights to int16 (a compile-time re-layout) rather than using
 ``vpmaddubsw``: that instruction saturates pairs of products to int16
@@ -27,7 +35,7 @@ from functools import cache
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from ..integer.isa import DotISA, dot_desc, register_isa
+from ..integer.isa import DotISA, dot_desc, packed_desc, register_isa
 
 
 def _vnni_impl():
@@ -46,6 +54,41 @@ def _vnni_impl():
                 B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
     return impl
+
+
+def _vnni_packed_impl(bits: int):
+    """``vpdpbusd`` on weights ``8 / bits`` per byte: one 64-byte load, each field masked out
+    (after a shift) and multiplied with its 4 activations."""
+    group, fields, mask = 32 // bits, 8 // bits, (1 << bits) - 1
+
+    def dot(acc, a, w):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc,
+                                       T.reinterpret(T.broadcast(T.reinterpret(a, dtype="int32"), 16), dtype="uint8x64"),
+                                       T.reinterpret(w, dtype="int8x64"), dtype="int32x16")
+
+    def field(packed, m):
+        shifted = packed if m == 0 else T.shift_right(packed, T.broadcast(T.uint8(m * bits), 64))
+        return T.bitwise_and(shifted, T.broadcast(T.uint8(mask), 64))
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (group,), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (16, 4), "uint8", offset_factor=1)
+        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:group], B[0:16, 0:4])
+            T.writes(C[0:16])
+            C[T.ramp(T.int32(0), 1, 16)] = _fold(lambda acc, m: dot(acc, A.vload([4 * m], "uint8x4"),
+                                                                     field(B.vload([0, 0], dtype="uint8x64"), m)),
+                                                 C.vload([0], dtype="int32x16"), fields)
+
+    return impl
+
+
+def _fold(step, acc, count: int):
+    for m in range(count):
+        acc = step(acc, m)
+    return acc
 
 
 def _pmaddwd_impl(lanes: int, llvm_name: str):
@@ -74,9 +117,16 @@ AVX512 = register_isa(DotISA("avx512", 16, 2, "uint8", "int16", "squeeze_dot_16x
                               vector_bytes=64, features=("avx512bw",), instruction="vpmaddwd zmm"))
 AVX2 = register_isa(DotISA("avx2", 8, 2, "uint8", "int16", "squeeze_dot_8x2_avx2", registers=16, vector_bytes=32,
                             features=("avx2",), instruction="vpmaddwd ymm"))
+VNNI4, VNNI2 = (register_isa(DotISA(f"vnni_w{bits}", 16, 32 // bits, "uint8", "uint8", f"squeeze_dot_16x{32 // bits}_vnni_w{bits}",
+                                     registers=32, vector_bytes=64, features=("avx512vnni", "avx512bw"),
+                                     instruction=f"vpdpbusd (int{bits} weights)", weight_bits=bits)) for bits in (4, 2))
 ISAS = (VNNI, AVX512, AVX2)  # best first
+NATIVE = {VNNI: (VNNI4, VNNI2)}  # beside an ISA, those for narrower weights
 
 TensorIntrin.register(VNNI.intrin, dot_desc(16, 4, "uint8", "int8"), _vnni_impl(), override=True)
+for _isa in (VNNI4, VNNI2):
+    TensorIntrin.register(_isa.intrin, packed_desc(16, _isa.group, "uint8", _isa.weight_bits),
+                          _vnni_packed_impl(_isa.weight_bits), override=True)
 TensorIntrin.register(AVX512.intrin, dot_desc(16, 2, "uint8", "int16"),
                       _pmaddwd_impl(16, "llvm.x86.avx512.pmaddw.d.512"), override=True)
 TensorIntrin.register(AVX2.intrin, dot_desc(8, 2, "uint8", "int16"), _pmaddwd_impl(8, "llvm.x86.avx2.pmadd.wd"),
