@@ -129,13 +129,14 @@ def prepare(name: str, batch: int, work: Path, int8_trials: int, fp32_db: Path |
     return {"files": {k: str(v) for k, v in files.items()}, "macs": model_macs(src, batch)}
 
 
-def vnni_peak(threads: int, work: Path) -> float | None:
-    """GOP/s of ``bench/vnni_peak.c`` on ``threads`` threads (None without a C compiler)."""
-    exe = work / "vnni_peak"
+def peak(program: str, threads: int, work: Path) -> float | None:
+    """GOP/s of ``bench/PROGRAM.c`` (``vnni_peak``, ``popcnt_peak``) on ``threads`` threads (None
+    without a C compiler)."""
+    exe = work / program
     if not exe.exists():
         cc = shutil.which("cc") or shutil.which("gcc")
-        if cc is None or subprocess.run([cc, "-O2", "-fopenmp", str(ROOT / "bench" / "vnni_peak.c"), "-o",
-                                         str(exe)]).returncode:
+        if cc is None or subprocess.run([cc, "-O2", "-fopenmp", "-march=native", str(ROOT / "bench" / f"{program}.c"),
+                                         "-o", str(exe)]).returncode:
             return None
     out = subprocess.run([str(exe), str(threads)], capture_output=True, text=True)
     return float(out.stdout) if out.returncode == 0 else None
@@ -185,7 +186,7 @@ def main() -> None:
     loads = [Path("/proc/loadavg").read_text().split()[0]]
     timings, peaks = {}, {}
     for threads in map(int, args.threads.split(",")):
-        peaks[threads] = vnni_peak(threads, work)
+        peaks[threads] = peak("vnni_peak", threads, work)
         timings[threads] = {}
         for tag, case in cases.items():
             print(f"timing {tag} on {threads} thread(s)", flush=True)

@@ -11,7 +11,10 @@ bit-serial kernel; ``a8w8`` is the same layer at 8 bits compiled for the host ta
 (the int8 kernel), and ``a8w4`` with 4-bit weights, likewise (``vnni_w4``: weights two per
 byte); ONNX Runtime runs the 8-bit layer's Q/DQ form. Every engine runs in its own worker
 process, interleaved (:mod:`compiler.timing`); the table gives medians over rounds and the
-speed-up over int8.
+speed-up over int8. A second table gives the layer's own kernel (``Module.profile``: the fused
+conv/matmul kernel alone, without the model's input and output conversions, which both share),
+and the instruction limits of this CPU: ``bench/vnni_peak.c`` (``vpdpbusd``) and
+``bench/popcnt_peak.c`` (the bit-serial step ``vpandq + vpopcntq + vpaddq``).
 
 ``--arm BOARD`` estimates the same table for an ARM board without one (static, not measured):
 each layer (at ``ARM_SIZE`` pixels a side, to keep the emulation short) is lowered for the
@@ -38,6 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from compiler.timing import Engine, interleaved  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from int8_x86 import peak  # noqa: E402
 
 DOMAIN = "qonnx.custom_op.general"
 LAYERS = {  # name -> (kind, in channels, out channels, kernel, spatial size)
@@ -98,7 +104,8 @@ def _spec(board: str = "x86"):
 
     spec = get_target(board)
     isa = integer.select_isa(spec.features, ISAS if board == "x86" else ARM_ISAS)
-    anywhere = dataclasses.replace(BITSERIAL, max_plane_pairs=16, min_channels=1, word=64 if board == "x86" else 16)
+    anywhere = dataclasses.replace(BITSERIAL, rules=(integer.BitSerialRule(("conv2d", "matmul"), 16),),
+                                   word=64 if board == "x86" else 16)
     return dataclasses.replace(spec, legalize=integer.legalize(isa, spec.integer_ops, bitserial=anywhere))
 
 
@@ -164,6 +171,38 @@ def arm_estimate(board: str, layers: list[str], bits: list[str], mca: str) -> di
     return out
 
 
+def resnet8(work: Path, threads: int, rounds: int, log) -> dict:
+    """The QAT low-bit ResNet-8s (QONNX exports) against the INT8 ResNet-8 (the bundled FP32 model,
+    PTQ on its calibration slice), batch 1, each engine in its own process: medians and speed-ups."""
+    import compiler
+    from compiler import zoo
+
+    data = zoo.bundled_slice()
+    engines = {}
+    art = compiler.compile(zoo.model_path("fmnist-resnet8"), target="x86",
+                           quantize=compiler.QuantConfig(calibration={"input": zoo.normalize(data["calib"])}))
+    art.save(work / "resnet8-int8.tar")
+    engines["int8 (PTQ)"] = Engine(str(work / "resnet8-int8.tar"))
+    for cfg in ("w1a1", "w2a2", "w2a8", "w4a4"):
+        model = Path(zoo.model_path("fmnist-resnet8")).with_name(f"fmnist_resnet8_{cfg}.qonnx.onnx")
+        compiler.compile(model, target="x86").save(work / f"resnet8-{cfg}.tar")
+        engines[cfg] = Engine(str(work / f"resnet8-{cfg}.tar"))
+    log(f"resnet8: timing {len(engines)} engines, {rounds} rounds")
+    x = zoo.normalize(data["test_x"][:1]).astype(np.float32)
+    samples = interleaved(engines, {"input": x}, threads, rounds, RUNS_PER_ROUND)
+    base = samples["int8 (PTQ)"]
+    return {name: {"us": 1e3 * statistics.median(s), "speedup_vs_int8": statistics.median(b / t for b, t in zip(base, s))}
+            for name, s in samples.items()}
+
+
+def kernel_us(path: str, x: np.ndarray) -> float:
+    """Microseconds of the artifact's integer layer kernel (int8 or bit-serial) in one profiled run."""
+    import compiler
+
+    rows = compiler.load(path).profile({"input": x})
+    return next(r["us"] for r in rows if str(r["schedule"]).startswith(("int8", "bitserial")))
+
+
 def _cpu() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -180,6 +219,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON (default bench/results/lowbit[_BOARD].json)")
     parser.add_argument("--arm", metavar="BOARD", help="estimate for this ARM board instead of timing here")
     parser.add_argument("--mca", default="llvm-mca-19")
+    parser.add_argument("--no-resnet8", dest="resnet8", action="store_false",
+                        help="skip the QAT ResNet-8s against the INT8 one")
     args = parser.parse_args()
     bits = [b for b in args.bits.split(",") if b]
     out = Path(args.out or ROOT / "bench" / "results" / f"lowbit{'_' + args.arm if args.arm else ''}.json")
@@ -198,7 +239,7 @@ def main() -> None:
     results = {"cpu": _cpu(), "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "load_before": Path("/proc/loadavg").read_text().split()[:3], "layers": {}}
     with tempfile.TemporaryDirectory(prefix="squeeze-lowbit-") as tmp:
-        for layer in args.layers.split(","):
+        for layer in filter(None, args.layers.split(",")):
             log(f"{layer}: compiling {1 + len(bits)} artifacts")
             engines = prepare(layer, bits, Path(tmp), log)
             kind, c, o, k, hw = LAYERS[layer]
@@ -212,6 +253,12 @@ def main() -> None:
                 name: {"kernel": engines[name][1], "ms": statistics.median(s),
                        "speedup_vs_int8": statistics.median(b / t for b, t in zip(base, s))}
                 for name, s in samples.items()}
+            for name, (path, _) in engines.items():
+                if path.endswith(".tar"):
+                    results["layers"][layer][name]["kernel_us"] = kernel_us(path, x)
+        results["peak_gops"] = {p: peak(p, args.threads, Path(tmp)) for p in ("vnni_peak", "popcnt_peak")}
+        if args.resnet8:
+            results["resnet8"] = resnet8(Path(tmp), args.threads, args.rounds, log)
     results["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
@@ -222,6 +269,20 @@ def main() -> None:
         cells = [f"{rows['a8w8']['ms']:.3f}", f"{rows['ort_int8']['ms']:.3f}"]
         cells += [f"{rows[b]['ms']:.3f} ({rows[b]['speedup_vs_int8']:.2f}×)" for b in bits]
         print(f"| {layer} | " + " | ".join(cells) + " |")
+    print("\nThe layer's kernel alone, µs (× the int8 kernel):\n")
+    print("| layer | a8w8 | " + " | ".join(bits) + " |")
+    print("|---" * (2 + len(bits)) + "|")
+    for layer, rows in results["layers"].items():
+        base = rows["a8w8"]["kernel_us"]
+        print(f"| {layer} | {base:.0f} | "
+              + " | ".join(f"{rows[b]['kernel_us']:.0f} ({base / rows[b]['kernel_us']:.2f}×)" for b in bits) + " |")
+    if "resnet8" in results:
+        print("\nFashion-MNIST ResNet-8, batch 1: " + ", ".join(
+            f"{name} {r['us']:.1f} µs ({r['speedup_vs_int8']:.2f}×)" for name, r in results["resnet8"].items()))
+    peaks = results["peak_gops"]
+    if all(peaks.values()):
+        print(f"\nInstruction limits, {args.threads} thread(s): vpdpbusd {peaks['vnni_peak']:.0f} GOP/s, bit-serial "
+              f"step {peaks['popcnt_peak']:.0f} binary GOP/s ({peaks['popcnt_peak'] / peaks['vnni_peak']:.2f}×)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "compile": "api", "load": "api", "Artifact": "artifact", "Module": "runtime",
     "Recipe": "pipeline", "PassSpec": "pipeline", "SqueezeError": "errors", "QuantConfig": "config",
-    "ImageFolder": "config", "PruneConfig": "api", "export_qdq": "onnx_export",
+    "ImageFolder": "config", "PruneConfig": "api", "export_qdq": "onnx_export", "CompressConfig": "compress",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -10,13 +10,15 @@ import numpy as np
 from passes.prune import PruneConfig, prune_model
 from passes.prune.config import STRUCTURED
 from passes.quantize.qdq_to_integer import has_qdq
+from passes.quantize.schemes import parse_scheme
 from targets import TargetSpec, get_target
 from targets.sparse import PATTERN_PASSES
 
 from . import provenance
 from .artifact import Artifact, Manifest, require_compiler
-from .build import compile_lowered, lower
+from .build import compile_lowered, lift_weights, lower
 from .calibration import check_skip_names
+from .compress import CompressConfig, onnx_weight_bytes
 from .config import QuantConfig
 from .errors import SqueezeError
 from .frontend import ModelLike, import_onnx, load_onnx
@@ -38,6 +40,7 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
     recipe: Recipe | str | os.PathLike | None = None,
     quantize: QuantConfig | None = None,
     prune: PruneConfig | None = None,
+    compress: CompressConfig | str | None = None,
     tune_trials: int = 0,
     tuning_db: str | os.PathLike | None = None,
     dump_ir: str | os.PathLike | None = None,
@@ -65,6 +68,9 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         Post-training quantization into the integer IR (after the recipe's passes).
     prune : PruneConfig, optional
         Structured pruning or sparsity, applied first (default: a recipe file's ``[prune]`` table).
+    compress : CompressConfig or str, optional
+        Deep Compression storage, e.g. ``"kmeans:16,huffman"``: k-means weight sharing before
+        quantization, Huffman-coded weights outside the library (see :class:`CompressConfig`).
     tune_trials : int
         MetaSchedule trials (0: default schedules only, or records already in ``tuning_db``);
         with several batch sizes, each batch's kernels are tuned with this budget.
@@ -82,11 +88,12 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         require_compiler(spec.cross_compiler)
     if tune_trials > 0 and tuning_db is None:
         raise SqueezeError("tune_trials needs tuning_db: the directory where records are kept")
+    compress = CompressConfig.parse(compress) if isinstance(compress, str) else compress or CompressConfig()
     recipe, prune, quantize = _options(recipe, prune, quantize, calibration)
-    program, passes, source = _front(model, spec, input_shapes, recipe, prune, quantize, log)
+    program, passes, source = _front(model, spec, input_shapes, recipe, prune, quantize, log, compress)
     base = batch_of(program.inputs)
     batches = _batch_list(batch_sizes, program, base)
-    builds = {b: _build(rebatched, spec, tune_trials, tuning_db, log)
+    builds = {b: _build(rebatched, spec, tune_trials, tuning_db, log, compress.huffman)
               for b, rebatched in _passed_batches(program, passes, source, batches, dump_ir, log)}
     default = builds[batches[0]][0]
     manifest = Manifest(
@@ -101,7 +108,11 @@ def compile(  # noqa: A001  (the API is named after what it does, like tvm.compi
         manifest.summary["source"] = provenance.record(model, input_shapes, quantize, spec.name, prune is not None,
                                                        [p.name for p in (recipe.passes if recipe else [])])
     artifact = Artifact.from_executables([(builds[b][1], builds[b][0].inputs, builds[b][0].outputs)
-                                          for b in batches], manifest, spec.cross_compiler)
+                                          for b in batches], manifest, spec.cross_compiler,
+                                         [builds[b][2] for b in batches] if compress.huffman else None)
+    lifted = sum(w.nbytes for w in builds[batches[0]][2])
+    manifest.summary["storage"] = _storage(default.summary.pop("weight_bytes"), lifted, len(artifact.weights),
+                                           load_onnx(model), compress)
     data = (quantize.calibration if quantize else None) or (prune.calibration if prune else None)
     if data is not None and spec.runs_on_host():  # the accuracy proxy, through the library as saved
         checked = builds[base if base in builds else batches[0]][0]
@@ -143,10 +154,16 @@ def _options(recipe, prune: PruneConfig | None, quantize: QuantConfig | None, ca
 
 
 def _front(model: ModelLike, spec: TargetSpec, input_shapes, recipe: Recipe | None, prune: PruneConfig | None,
-           quantize: QuantConfig | None, log) -> tuple[Program, Recipe, ModelLike]:
+           quantize: QuantConfig | None, log,
+           compress: CompressConfig | None = None) -> tuple[Program, Recipe, ModelLike]:
     """Import and prune ``model``; returns the program, the passes to run on it and the ONNX
-    model it came from (the pruned one after pruning)."""
+    model it came from (the pruned one after pruning). Weight sharing (``compress``) runs right
+    before the quantize step (after equalization, which rescales channels)."""
     quantize_passes = quantize.recipe(progress=log is not None, target=spec).validate() if quantize else Recipe()
+    if compress is not None:
+        relative = quantize is not None and parse_scheme(quantize.scheme or spec.quant_scheme).weights.per_channel
+        steps = quantize_passes.passes
+        quantize_passes = Recipe(steps[:-1]) + compress.sharing(relative) + Recipe(steps[-1:])
     program = import_onnx(model, input_shapes, log=log or to_stderr)
     if quantize is not None:
         check_skip_names(program.mod, quantize.skip)  # a typo fails now, not after pruning
@@ -214,14 +231,20 @@ def _passed_batches(program: Program, passes: Recipe, source: ModelLike, batches
 
 
 def _build(program: Program, spec: TargetSpec, tune_trials: int, tuning_db: str | os.PathLike | None,
-           log: Callable[[str], None] | None) -> tuple[Program, "tvm.runtime.Executable"]:
-    """Tune (with the whole budget), lower and build ``program``; returns it and the executable."""
+           log: Callable[[str], None] | None,
+           lift: bool = False) -> tuple[Program, "tvm.runtime.Executable", list[np.ndarray]]:
+    """Tune (with the whole budget), lower and build ``program``; returns it, the executable and,
+    with ``lift``, the weights lifted out of its library (:func:`compiler.build.lift_weights`)."""
     if tune_trials > 0:
         from .tune import tune
 
         tune(program, spec, tuning_db, tune_trials, progress=log is not None)
     lowered = lower(program, spec, tuning_db)
     program.summary["kernels"] = kernel_table(lowered)
+    program.summary["weight_bytes"] = sum(w.nbytes for w in lift_weights(lowered, 0)[1])
+    lifted: list[np.ndarray] = []
+    if lift:
+        lowered, lifted = lift_weights(lowered)
     say, start = log or (lambda _line: None), time.perf_counter()
     note = _low_bit_note(program.summary, spec)
     if note:
@@ -229,7 +252,19 @@ def _build(program: Program, spec: TargetSpec, tune_trials: int, tuning_db: str 
     say(f"building the library for {spec.name} (LLVM) ...")
     executable = compile_lowered(lowered, spec)
     say(f"built in {time.perf_counter() - start:.1f} s")
-    return program, executable
+    return program, executable, lifted
+
+
+def _storage(weight_bytes: int, lifted: int, member: int, onnx_model, compress: CompressConfig) -> dict:
+    """What the manifest records of the weights' size: the FP32 ONNX model's, the compiled
+    kernels' (``weight_bytes``, default batch) and as stored: the ``lifted`` bytes of them left
+    the library for a ``member`` of that many bytes (:mod:`compiler.weights`)."""
+    stored = weight_bytes - lifted + member
+    onnx_bytes = onnx_weight_bytes(onnx_model)
+    return {"onnx_weight_bytes": onnx_bytes, "weight_bytes": weight_bytes, "stored_weight_bytes": stored,
+            "ratio": round(onnx_bytes / max(stored, 1), 2),
+            "compress": {"kmeans": compress.clusters, "per_channel": compress.per_channel,
+                         "huffman": compress.huffman}}
 
 
 def _low_bit_note(summary: dict, spec: TargetSpec) -> str:
@@ -241,9 +276,7 @@ def _low_bit_note(summary: dict, spec: TargetSpec) -> str:
     serial = sum(1 for k in summary.get("kernels", {}).values() if k["kernel"].startswith("bitserial"))
     if low <= serial:
         return ""
-    rule = spec.bitserial
-    where = (f"its bit-serial kernels take up to {rule.max_plane_pairs} activation-bit × weight-bit plane pairs "
-             f"and {rule.min_channels}+ channels" if rule else "it has no bit-serial kernels")
+    where = f"its bit-serial kernels take {spec.bitserial}" if spec.bitserial else "it has no bit-serial kernels"
     return f"note: {low - serial} of {low} layers below 8 bits run on {spec.name}'s int8 kernels ({where})"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import tvm
 from tvm.support import cc
 
+from . import weights as stored
 from .atomic import atomic_path
 from .errors import SqueezeError
 from .program import TensorSpec, batch_of
@@ -55,6 +56,10 @@ class Manifest:
     # ``lib.so``) first: ``{"batch": B, "library": "lib_bB.so", "inputs": [...], "outputs": [...]}``.
     # Empty for a single-batch artifact (whose manifest is as before).
     batches: list = field(default_factory=list)
+    # Weights lifted out of the libraries (``--compress huffman``), stored in ``weights.bin``:
+    # ``{"file": "weights.bin", "tensors": [entry of compiler.weights.pack], "params": {library:
+    # [tensor index of each extra parameter of its main, in order]}}``. Empty: in the libraries.
+    weights: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         d = {
@@ -70,6 +75,8 @@ class Manifest:
             d["batches"] = [{"batch": b["batch"], "library": b["library"],
                              "inputs": [s.to_json() for s in b["inputs"]],
                              "outputs": [s.to_json() for s in b["outputs"]]} for b in self.batches]
+        if self.weights:
+            d["weights"] = self.weights
         return d
 
     def builds(self) -> list[tuple[str, list[TensorSpec], list[TensorSpec]]]:
@@ -92,6 +99,7 @@ class Manifest:
             [{"batch": int(b["batch"]), "library": b["library"],
               "inputs": [TensorSpec.from_json(s) for s in b["inputs"]],
               "outputs": [TensorSpec.from_json(s) for s in b["outputs"]]} for b in d.get("batches", [])],
+            d.get("weights", {}),
         )
 
 
@@ -104,12 +112,14 @@ def library_name(batch: int, default: bool) -> str:
 class Artifact:
     """A compiled model in memory: the library bytes and its manifest.
 
-    ``libraries`` holds the other batches' libraries of a multi-batch artifact, by file name.
+    ``libraries`` holds the other batches' libraries of a multi-batch artifact, by file name;
+    ``weights`` the bytes of the lifted weights' member (``manifest.weights``), if any.
     """
 
     library: bytes
     manifest: Manifest
     libraries: dict = field(default_factory=dict)
+    weights: bytes = b""
 
     @classmethod
     def from_executable(cls, executable: tvm.runtime.Executable, manifest: Manifest,
@@ -119,9 +129,12 @@ class Artifact:
         return cls.from_executables([(executable, manifest.inputs, manifest.outputs)], manifest, cross_compiler)
 
     @classmethod
-    def from_executables(cls, builds, manifest: Manifest, cross_compiler: str | None = None) -> "Artifact":
+    def from_executables(cls, builds, manifest: Manifest, cross_compiler: str | None = None,
+                         lifted: list[list] | None = None) -> "Artifact":
         """One library per batch size: ``builds`` lists ``(executable, inputs, outputs)``, the
-        default batch (``manifest.inputs``) first; the batch is the inputs' leading dim."""
+        default batch (``manifest.inputs``) first; the batch is the inputs' leading dim.
+        ``lifted``: per build, the weights its ``main`` takes after the inputs
+        (:func:`compiler.build.lift_weights`), stored once each in :data:`compiler.weights.MEMBER`."""
         kwargs = {}
         if cross_compiler is not None:
             require_compiler(cross_compiler)
@@ -138,19 +151,32 @@ class Artifact:
         manifest.files = {name: _sha256(lib) for name, lib in data.items()}
         manifest.versions = {"squeeze": squeeze_version(), "tvm": tvm.__version__}
         manifest.batches = entries if len(entries) > 1 else []
+        member = b""
+        if lifted is not None:
+            manifest.weights, member = _store(lifted, [e["library"] for e in entries])
+            manifest.files[stored.MEMBER] = _sha256(member)
         default = data.pop(LIBRARY)
-        return cls(default, manifest, data)
+        return cls(default, manifest, data, member)
 
     def library_of(self, name: str) -> bytes:
         """The bytes of library file ``name`` (see :meth:`Manifest.builds`)."""
         return self.library if name == LIBRARY else self.libraries[name]
+
+    def lifted_weights(self) -> dict[str, list]:
+        """``{library: arrays its main takes after the inputs}``, decoded (empty lists when the
+        weights are in the libraries)."""
+        params = self.manifest.weights.get("params", {})
+        arrays = stored.unpack(self.manifest.weights.get("tensors", []), self.weights)
+        return {name: [arrays[i] for i in params.get(name, [])] for name, _, _ in self.manifest.builds()}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the artifact atomically (temporary file, then rename)."""
         manifest = json.dumps(self.manifest.to_json(), indent=2).encode()
         with atomic_path(path) as tmp:
             with tarfile.open(tmp, "w") as tar:
-                for name, data in ((MANIFEST, manifest), (LIBRARY, self.library), *sorted(self.libraries.items())):
+                extra = [(stored.MEMBER, self.weights)] if self.manifest.weights else []
+                for name, data in ((MANIFEST, manifest), (LIBRARY, self.library), *sorted(self.libraries.items()),
+                                   *extra):
                     info = tarfile.TarInfo(name)
                     info.size = len(data)
                     tar.addfile(info, io.BytesIO(data))
@@ -185,7 +211,25 @@ class Artifact:
             if name not in members or _sha256(members[name]) != digest:
                 raise SqueezeError(f"{path}: checksum mismatch for {name}: the artifact is corrupted, recompile it")
         libraries = [name for name, _, _ in manifest.builds()]
-        for name in libraries:
+        for name in libraries + ([stored.MEMBER] if manifest.weights else []):
             if name not in manifest.files or name not in members:
                 raise SqueezeError(f"{path}: {name} is missing: the artifact is corrupted, recompile it")
-        return cls(members[LIBRARY], manifest, {n: members[n] for n in libraries if n != LIBRARY})
+        return cls(members[LIBRARY], manifest, {n: members[n] for n in libraries if n != LIBRARY},
+                   members.get(stored.MEMBER, b""))
+
+
+def _store(lifted: list[list], libraries: list[str]) -> tuple[dict, bytes]:
+    """``manifest.weights`` and the member's bytes for the ``lifted`` weights of each library
+    (a tensor several batches' libraries take is stored once)."""
+    index: dict = {}
+    arrays, params = [], {}
+    for name, tensors in zip(libraries, lifted):
+        params[name] = []
+        for arr in tensors:
+            key = (arr.dtype.str, arr.shape, _sha256(arr.tobytes()))
+            if key not in index:
+                index[key] = len(arrays)
+                arrays.append(arr)
+            params[name].append(index[key])
+    entries, member = stored.pack(arrays)
+    return {"file": stored.MEMBER, "tensors": entries, "params": params}, member

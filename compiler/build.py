@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import tvm
 from tvm import relax
 from tvm.relax.dpl import is_call_tir, is_op, rewrite_call, wildcard
+from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from targets import TargetSpec, host_target
 
@@ -151,6 +153,33 @@ def build(program: Program, spec: TargetSpec, database: str | os.PathLike | None
 def compile_lowered(mod: tvm.IRModule, spec: TargetSpec) -> tvm.runtime.Executable:
     """Compile the output of :func:`lower` into a Relax VM executable."""
     return tvm.compile(mod, spec.target, relax_pipeline=relax.pipeline.default_build_pipeline())
+
+
+LIFT_BYTES = 1024  # constants at least this large leave the library with lift_weights
+
+
+def lift_weights(mod: tvm.IRModule, min_bytes: int = LIFT_BYTES) -> tuple[tvm.IRModule, list[np.ndarray]]:
+    """``mod`` whose ``main`` takes each of its constants of ``min_bytes`` or more as a parameter
+    after the user inputs (``num_input`` unchanged), and those constants' values in that order:
+    the library no longer holds them, the caller passes them to every call (:mod:`compiler.weights`)."""
+    lifted: dict = {}
+
+    @mutator
+    class _Lift(PyExprMutator):
+        def visit_generic_const_(self, const):
+            value = const.value
+            if int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize < min_bytes:
+                return const
+            if const not in lifted:
+                lifted[const] = relax.Var(f"w{len(lifted)}", relax.TensorType(value.shape, str(value.dtype)))
+            return lifted[const]
+
+    main = mod["main"]
+    body = _Lift().visit_expr(main.body)
+    out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+    out["main"] = relax.Function(list(main.params) + list(lifted.values()), body, main.ret_ty, main.is_pure,
+                                 main.attrs, main.span)
+    return out, [c.value.numpy() for c in lifted]
 
 
 def host_vm(program: Program) -> relax.VirtualMachine:

@@ -26,15 +26,18 @@ def cmd_compile(args) -> None:
     import compiler
 
     from .atomic import check_writable
+    from .compress import CompressConfig, storage_line
 
     if Path(args.output).suffix != ".tar":
         raise SqueezeError(f"-o {args.output}: an artifact is a .tar file, name it e.g. "
                            f"{Path(args.output).with_suffix('.tar').name}")
+    compress = CompressConfig.parse(args.compress) if args.compress else None
     check_writable(args.output)
     art = compiler.compile(
         args.model,
         args.target,
         **_compression(args),
+        compress=compress,
         batch_sizes=args.batch,
         tune_trials=args.tune_trials,
         tuning_db=args.tuning_db,
@@ -43,6 +46,7 @@ def cmd_compile(args) -> None:
     )
     out = art.save(args.output)
     log(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, target {art.manifest.target['name']})")
+    log(storage_line(art.manifest.summary["storage"]))
 
 
 def cmd_run(args) -> None:
@@ -199,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--tuning-db", help="tuning database directory, reused by later compiles")
     c.add_argument("--dump-ir", help="directory receiving the IR after each pass")
     compression_args(c)
+    c.add_argument_group("storage").add_argument(
+        "--compress", metavar="kmeans:16,huffman",
+        help="Deep Compression storage: kmeans:K (K in 4..256 shared weights per layer, before quantization), "
+             "kmeans:K:per_channel, huffman (weights Huffman-coded beside the library, decoded at load)")
     c.set_defaults(func=cmd_compile)
     prune_cli.add_command(sub, model_args)
     from . import onnx_export

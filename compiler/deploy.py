@@ -15,9 +15,12 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from targets import TargetSpec, get_target, target_names
 from targets.host import isa_extensions, triple_arch
 
+from . import weights as stored
 from .artifact import MANIFEST, Artifact, Manifest
 from .atomic import atomic_dir
 from .errors import SqueezeError
@@ -25,6 +28,7 @@ from .errors import SqueezeError
 RUN_SCRIPT = Path(__file__).with_name("deploy_run.py")
 RUNTIME_PACKAGES = ("apache-tvm", "apache-tvm-ffi")  # pinned to this Squeeze's; numpy: any
 RPC_PORT = 9090
+WEIGHTS = "weights.npz"  # the weights of artifacts that keep them outside the libraries (compress huffman)
 
 
 def board_target(name: str) -> TargetSpec:
@@ -91,6 +95,10 @@ def export_bundle(artifact: str | os.PathLike, board: str, output: str | os.Path
     with atomic_dir(output, "run.py") as tmp:
         for name, _, _ in art.manifest.builds():
             (tmp / name).write_bytes(art.library_of(name))
+        if art.manifest.weights:  # weights stored outside the libraries, decoded here: run.py needs numpy only
+            tensors = stored.unpack(art.manifest.weights["tensors"], art.weights)
+            with open(tmp / WEIGHTS, "wb") as f:
+                np.savez(f, **{f"t{i}": t for i, t in enumerate(tensors)})
         (tmp / MANIFEST).write_text(json.dumps(art.manifest.to_json(), indent=2))
         shutil.copyfile(RUN_SCRIPT, tmp / "run.py")
         (tmp / "README.txt").write_text(readme(art.manifest, spec, os.path.basename(artifact)))

@@ -82,6 +82,10 @@ def main() -> None:
     device = tvm.cpu()
     vm = VirtualMachine(tvm.runtime.load_module(str(HERE / build["library"])), device)
     tensors = [tvm.runtime.tensor(np.ascontiguousarray(arrays[s["name"]]), device) for s in build["inputs"]]
+    if manifest.get("weights"):  # weights kept outside the library: main takes them after the inputs
+        with np.load(HERE / "weights.npz") as npz:
+            tensors += [tvm.runtime.tensor(npz[f"t{i}"], device)
+                        for i in manifest["weights"]["params"][build["library"]]]
     result = vm["main"](*tensors)
     results = [result] if isinstance(result, tvm.runtime.Tensor) else list(result)
     outputs = {s["name"]: r.numpy() for s, r in zip(build["outputs"], results)}

@@ -151,6 +151,7 @@ def artifact_report(path: str | os.PathLike, profile: bool = False, inputs: dict
         "int8_io_float_ops": summary.get("int8_io_float_ops"),
         "prune": summary.get("prune"),
         "prune_columns": prune_columns,
+        "storage": summary.get("storage"),
         "layers": rows,
         "kernels": [{"name": name, **info} for name, info in kernels.items()],
         "profile": profile_rows,
@@ -171,6 +172,10 @@ def header(report: dict) -> list[str]:
             lines.append(f"  {kind[:-1]} {s['name']}: {'x'.join(map(str, s['shape']))} {s['dtype']}")
     if len(m["batches"]) > 1:
         lines.append(f"  batches: {', '.join(map(str, m['batches']))} (one library each; tables of batch {m['batches'][0]})")
+    if m.get("storage"):
+        from .compress import storage_line
+
+        lines.append(f"  {storage_line(m['storage'])}")
     q = m["quantization"]
     layers = [r for r in m["layers"] if "bits" in r]
     if q is None:

@@ -25,7 +25,7 @@ from targets.x86 import BITSERIAL
 U8, S8 = QuantSpec(8, symmetric=False), QuantSpec(8, symmetric=True)
 OUT = QOutput(scale=0.05, zero=-2, lo=-128, hi=127, dtype="int8")
 BINARY, TERNARY, TWO_BIT = (-1, 1), (-1, 0, 1), (-2, -1, 0, 1)
-EVERYWHERE = dataclasses.replace(BITSERIAL, max_plane_pairs=9, min_channels=1)
+EVERYWHERE = dataclasses.replace(BITSERIAL, rules=(integer.BitSerialRule(("conv2d", "grouped_conv2d", "matmul"), 9),))
 EVERYWHERE_ARM = dataclasses.replace(EVERYWHERE, word=16)  # NEON cnt + uadalp: 16-bit lanes
 
 CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups), input spec, zero point, codes, weights
@@ -101,9 +101,10 @@ def test_eight_bit_layers_stay_on_the_int8_kernels():
 
 
 def test_target_declaration_decides():
-    """The same 1-bit layer goes bit-serial or int8 as the declared plane-pair limit says."""
+    """The same 2-bit layer goes bit-serial or int8 as the declared plane-pair limit says."""
     program, _, _ = _conv(*CONV_CASES[1].values)  # 2-bit codes x 2 weight planes = 4 pairs
-    assert not _bitserial_kernels(lower(program, _spec("x86", dataclasses.replace(EVERYWHERE, max_plane_pairs=3))))
+    narrow = dataclasses.replace(EVERYWHERE, rules=(integer.BitSerialRule(("conv2d",), 3),))
+    assert not _bitserial_kernels(lower(program, _spec("x86", narrow)))
     assert _bitserial_kernels(lower(program, _spec("x86")))
 
 
@@ -168,9 +169,9 @@ def _binary_qonnx(path):
 
 @needs_vpopcntdq
 def test_qonnx_binary_cnn_runs_bit_serial_end_to_end(tmp_path):
-    """From the API: the 1- and 2-bit layers of a QONNX model run bit-serial (the target's own
-    declaration) and the model gives ONNX Runtime's integers (its fused QLinearConv on the Q/DQ
-    form) exactly; from the CLI, ``inspect`` names the kernels and the packed weight bytes."""
+    """From the API: the binary layer of a QONNX model runs bit-serial, the others int8, as the
+    target declares, and the model gives ONNX Runtime's integers (its fused QLinearConv on the
+    Q/DQ form) exactly; from the CLI, ``inspect`` names the kernels and the packed weight bytes."""
     import onnx
     import onnxruntime as ort
     from conftest import squeeze
@@ -181,7 +182,8 @@ def test_qonnx_binary_cnn_runs_bit_serial_end_to_end(tmp_path):
     path = _binary_qonnx(tmp_path / "binary.onnx")
     art = compiler.compile(path, target="x86")
     kernels = sorted(v["kernel"] for v in art.manifest.summary["kernels"].values() if v["kernel"] != "schedule_elementwise")
-    assert kernels.count("bitserial a1wb conv2d") == 1 and kernels.count("bitserial a2w2 conv2d") == 1, kernels
+    # the binary 3x3 conv is bit-serial; x86 declares the 2 x 2-bit 1x1 conv (4 words) for int8
+    assert kernels.count("bitserial a1wb conv2d") == 1 and kernels.count("int8 conv2d") == 2, kernels
     art.save(tmp_path / "binary.tar")
     model = compiler.load(tmp_path / "binary.tar")
     sess = ort.InferenceSession(lower_quantizers(onnx.load(path)).SerializeToString(), providers=["CPUExecutionProvider"])
@@ -201,8 +203,8 @@ def test_low_bit_layers_left_to_int8_are_logged(tmp_path):
     import compiler
 
     lines = []
-    spec = _spec("x86", dataclasses.replace(EVERYWHERE, min_channels=1024))
+    spec = _spec("x86", dataclasses.replace(EVERYWHERE, rules=(integer.BitSerialRule(("conv2d",), 9, 1024),)))
     compiler.compile(_binary_qonnx(tmp_path / "binary.onnx"), target=spec, log=lines.append)
     notes = [line for line in lines if line.startswith("note:")]
     assert notes == [f"note: 3 of 3 layers below 8 bits run on {spec.name}'s int8 kernels (its bit-serial kernels "
-                     "take up to 9 activation-bit × weight-bit plane pairs and 1024+ channels)"], lines
+                     "take conv2d of <= 9 plane pairs, >= 1024 words per output)"], lines

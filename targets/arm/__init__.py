@@ -41,11 +41,12 @@ BOARDS = {
 }
 
 
-# Where the bit-serial kernels beat sdot (bench/lowbit.py --arm rpi5, llvm-mca estimates on Cortex-A76:
-# 1.3-4.6x for 1-2 plane pairs, about 1x at 2 x 2 bits); NEON cnt counts bytes, uadalp adds them into
-# 16-bit lanes, so the planes are packed in 16-bit words.
-BITSERIAL = integer.BitSerialSupport(ops=("conv2d", "grouped_conv2d", "matmul"), max_plane_pairs=2, min_channels=16,
-                                     word=16, instruction="cnt + uadalp")
+# Where the bit-serial kernels beat sdot (bench/lowbit.py --arm rpi5, llvm-mca estimates on Cortex-A76):
+# convs of up to 2 plane pairs (1.3-3.6x; 2 x 2 bits about 1x), matrix-vector products up to 2 x 2
+# bits (1.4-4.6x). NEON cnt counts bytes and uadalp adds them into 16-bit lanes: 16-bit words.
+BITSERIAL = integer.BitSerialSupport(
+    rules=(integer.BitSerialRule(("conv2d", "grouped_conv2d"), 2, 4), integer.BitSerialRule(("matmul",), 4, 4)),
+    word=16, instruction="cnt + uadalp")
 
 
 def arm_spec(name: str) -> TargetSpec:

@@ -20,7 +20,7 @@ from ..base import OpSupport
 from ..schedules import RULE_ATTR
 from ..schedules.common import vector_isa
 from .isa import DotISA, dot_desc, get_isa, isa_for, register_isa, select_isa
-from .bitserial_legalize import BitSerialSupport, integer_kernels
+from .bitserial_legalize import BitSerialRule, BitSerialSupport, integer_kernels
 from .bitserial_schedule import schedule_bitserial
 from .legalize import int8_kernels
 from .schedule import schedule_int8
@@ -116,5 +116,5 @@ def schedule(fallback: Callable[[tvm.target.Target], tvm.transform.Pass]):
     return make
 
 
-__all__ = ["BitSerialSupport", "DotISA", "register_isa", "get_isa", "select_isa", "isa_for", "dot_desc", "support", "legalize", "schedule",
+__all__ = ["BitSerialRule", "BitSerialSupport", "DotISA", "register_isa", "get_isa", "select_isa", "isa_for", "dot_desc", "support", "legalize", "schedule",
            "schedule_func", "search_strategy"]

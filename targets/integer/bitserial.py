@@ -12,9 +12,10 @@ The planes are packed along the input channels into words (:class:`Packing`: 64 
 vector popcount counts 64-bit lanes, as AVX-512's ``vpopcntq``; 16 on NEON, whose ``cnt`` counts
 bytes that ``uadalp`` adds pairwise into 16-bit lanes), so one AND +
 popcount multiplies a word's channels at once:
-``Σ_k x_k w_k = Σ_{i,j} c_i c_j · popcount(X_i & W_j) + offset · Σ_k x_k``, with the
-activation sum ``Σ x`` (bipolar weights only) computed once per output pixel, not per
-channel. Activations are packed into planes inside the kernel (a stage per image), weights
+``Σ_k x_k w_k = Σ_{i,j} c_i c_j · popcount(X_i & W_j) + offset · Σ_k x_k``. The kernels
+compute the first sum; the activation sum ``Σ x`` over each output's window (bipolar weights
+only), once per output pixel rather than per channel, is the legalization's
+(:mod:`.bitserial_legalize`), an input of the fused epilogue. Activations are packed into planes inside the kernel (a stage per image), weights
 at compile time. Each plane pair has its own accumulator (``[.., A, W, L]`` blocks of ``L``
 words, one vector each), combined once per register tile: the inner loop is AND, popcount
 and add only (x86 ``vpandq/vpopcntq/vpaddq``, AArch64 ``and/cnt/uadalp``).
@@ -170,15 +171,12 @@ def _coef(planes: Planes, p: tirx.PrimExpr) -> tirx.PrimExpr:
     return out
 
 
-def _combine(lead: tuple[int, ...], channels: int, act: Planes, weight: Planes, read, total=None) -> te.Tensor:
-    """int32 ``[*lead, channels]``: ``Σ_{i,j} c_i c_j · read(*index, i, j)`` (+ ``total(*index)``),
-    the sum over plane pairs a reduction, so the schedule can place it per register tile."""
+def _combine(lead: tuple[int, ...], channels: int, act: Planes, weight: Planes, read) -> te.Tensor:
+    """int32 ``[*lead, channels]``: ``Σ_{i,j} c_i c_j · read(*index, i, j)``, a reduction over
+    the plane pairs, so the schedule can place it per register tile."""
     ri, rj = _reduce(act.bits, "ri"), _reduce(weight.bits, "rj")
-    out = te.compute(_i64(*lead, channels), lambda *i: te.sum(
+    return te.compute(_i64(*lead, channels), lambda *i: te.sum(
         read(*i, ri, rj).astype("int32") * _coef(act, ri) * _coef(weight, rj), axis=[ri, rj]), name="combine")
-    if total is None:
-        return out
-    return te.compute(out.shape, lambda *i: out[i] + total(*i), name="offset")
 
 
 def _attrs(kind: str, act: Planes, weight: Planes, macs: int) -> dict:
@@ -213,12 +211,6 @@ def conv2d(shape: ConvShape, act: Planes, weight: Planes, pack: Packing, act_dty
         return planes[b, y * sh + ry * dh, x * sw + rx * dw, g, rw, i]
 
     out_shape = (shape.batch, shape.out_height, shape.out_width)
-    sums = None
-    if weight.bipolar:
-        ty, tx, tw = _reduce(shape.kernel_h, "ty"), _reduce(shape.kernel_w, "tx"), _reduce(cw, "tw")
-        sums = te.compute(_i64(*out_shape, groups), lambda b, y, x, g: te.sum(sum(
-            tirx.popcount(planes[b, y * sh + ty * dh, x * sw + tx * dw, g, tw, i]).astype("int32") * (c * weight.offset)
-            for i, c in enumerate(act.coefs)), axis=[ty, tx, tw]), name="act_sum")
     acc = te.compute(
         _i64(*out_shape, groups, ocb, act.bits, weight.bits, lanes),
         lambda b, y, x, g, o, i, j, lane: te.sum(
@@ -229,8 +221,7 @@ def conv2d(shape: ConvShape, act: Planes, weight: Planes, pack: Packing, act_dty
         g, o = (c // ocg, c % ocg) if groups > 1 else (_i64(0)[0], c)
         return acc[b, y, x, g, o // lanes, i, j, o % lanes]
 
-    total = None if sums is None else (lambda b, y, x, c: sums[b, y, x, c // ocg if groups > 1 else _i64(0)[0]])
-    out = _combine(out_shape, shape.out_channels, act, weight, read, total)
+    out = _combine(out_shape, shape.out_channels, act, weight, read)
     return te.create_prim_func([data, wt, out])
 
 
@@ -246,12 +237,6 @@ def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, act: Planes,
 
     planes = _pack_planes(code, (*batch_shape, rows), kw * word, act.bits, word)
     wt = te.placeholder(_i64(nb, kw, weight.bits, lanes), dtype, name="weight")
-    total = None
-    if weight.bipolar:
-        tw = _reduce(kw, "tw")
-        total = te.compute(_i64(*batch_shape, rows), lambda *i: te.sum(sum(
-            tirx.popcount(planes[(*i, tw, p)]).astype("int32") * (c * weight.offset) for p, c in enumerate(act.coefs)),
-            axis=tw), name="act_sum")
     rw = _reduce(kw, "rw")
     acc = te.compute(
         _i64(*batch_shape, rows, nb, act.bits, weight.bits, lanes),
@@ -259,6 +244,5 @@ def matmul(batch_shape: tuple[int, ...], rows: int, k: int, n: int, act: Planes,
                           axis=rw),
         name="bitserial", attrs=_attrs("matmul", act, weight, math.prod(batch_shape) * rows * k * n))
     out = _combine((*batch_shape, rows), n, act, weight,
-                   lambda *i: acc[(*i[:-3], i[-3] // lanes, i[-2], i[-1], i[-3] % lanes)],
-                   None if total is None else (lambda *i: total[i[:-1]]))
+                   lambda *i: acc[(*i[:-3], i[-3] // lanes, i[-2], i[-1], i[-3] % lanes)])
     return te.create_prim_func([data, wt, out])

@@ -3,8 +3,8 @@
 The layer's activation bits come from the IR itself: the range of codes its input can hold
 (:func:`code_range`: the clip of the producer's requantization, seen through layout ops),
 its weight bits from the constant weights (:func:`.bitserial.weight_planes`). A layer goes
-bit-serial when the target's :class:`BitSerialSupport` accepts its kind, bits and channel
-count; every other layer is left to the int8 kernels (:mod:`.legalize`), in the same pass.
+bit-serial when one of the target's :class:`BitSerialRule` takes its kind, plane pairs and
+words per output; every other layer is left to the int8 kernels (:mod:`.legalize`), in the same pass.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from compiler.ir import layer_kind
 
 from . import bitserial
 from .kernels import ConvShape
-from .legalize import _Rewriter, _const, _shape, _to_oihw
+from .legalize import _less, _Rewriter, _const, _shape, _to_oihw, _window_sum
 
 # ops that pass integer codes through unchanged (a subset of them, or reordered)
 _PASS_THROUGH = {"relax.permute_dims", "relax.reshape", "relax.nn.max_pool2d", "relax.strided_slice",
@@ -27,34 +27,43 @@ _PASS_THROUGH = {"relax.permute_dims", "relax.reshape", "relax.nn.max_pool2d", "
 
 
 @dataclass(frozen=True)
+class BitSerialRule:
+    """Layers of kinds ``ops`` (``compiler.ir.LAYER_KINDS``) with at most ``max_plane_pairs``
+    (activation bits × weight planes; each pair costs an AND + popcount + add per word) and at
+    least ``min_words`` packed words reduced per output run bit-serial."""
+
+    ops: tuple[str, ...]
+    max_plane_pairs: int
+    min_words: int = 1
+
+    def __str__(self) -> str:
+        return f"{'/'.join(self.ops)} of <= {self.max_plane_pairs} plane pairs, >= {self.min_words} words per output"
+
+
+@dataclass(frozen=True)
 class BitSerialSupport:
-    """What a target declares about its bit-serial kernels.
+    """What a target declares about its bit-serial kernels: where they beat its int8 kernels.
 
     Attributes
     ----------
-    ops : tuple of str
-        Layer kinds (``compiler.ir.LAYER_KINDS``) with a bit-serial kernel.
-    max_plane_pairs : int
-        Largest ``activation bits × weight planes`` for which bit-serial beats the int8 kernel
-        (each plane pair costs one AND + popcount + add per word).
-    min_channels : int
-        Fewest reduction channels (per group) worth packing into words.
+    rules : tuple of BitSerialRule
+        A layer runs bit-serial when one rule takes it (measured crossovers, ``bench/lowbit.py``).
     word : int
         Widest word the planes are packed in (the popcount's lane; :func:`.bitserial.packing`).
     instruction : str
         The popcount instruction, for ``squeeze targets``.
     """
 
-    ops: tuple[str, ...]
-    max_plane_pairs: int
-    min_channels: int
+    rules: tuple[BitSerialRule, ...]
     word: int
     instruction: str
 
-    def accepts(self, kind: str, act_bits: int, weight_planes: int, channels: int) -> bool:
-        """Whether a layer of ``kind`` with these bits and reduction channels runs bit-serial."""
-        return (kind in self.ops and act_bits * weight_planes <= self.max_plane_pairs
-                and channels >= self.min_channels)
+    def accepts(self, kind: str, plane_pairs: int, words: int) -> bool:
+        """Whether a layer of ``kind`` with ``plane_pairs`` and ``words`` per output runs bit-serial."""
+        return any(kind in r.ops and plane_pairs <= r.max_plane_pairs and words >= r.min_words for r in self.rules)
+
+    def __str__(self) -> str:
+        return "; ".join(map(str, self.rules))
 
 
 def _dtype_range(dtype: str) -> tuple[float, float]:
@@ -117,21 +126,18 @@ class _BitSerialRewriter(_Rewriter._cls):  # the class @mutator wrapped: its met
         super().__init__(mod, isa, native, ops)
         self.support, self.vector_bits = support, vector_bits
 
-    def _planes(self, call: relax.Call, data: relax.Expr, weight: np.ndarray, channels: int):
-        """(activation planes, weight planes) if the layer goes bit-serial, else None."""
+    def _plan(self, call: relax.Call, data: relax.Expr, weight: np.ndarray, channels: int, taps: int):
+        """(activation planes, weight planes, packing) if the layer goes bit-serial, else None:
+        ``channels`` (per group) packed into words at each of ``taps`` kernel positions."""
         lo, hi = code_range(data, self.lookup_binding)
         bits, signed = bitserial.code_bits(lo, hi)
         wplanes = bitserial.weight_planes(weight)
-        if not self.support.accepts(layer_kind(call), bits, wplanes.bits, channels):
-            return None
-        return bitserial.twos_complement(bits, signed), wplanes
-
-    def _packing(self, channels: int, steps: int) -> bitserial.Packing | None:
-        """The packing of a reduction over ``channels`` (per tap) × ``steps`` words, if the
-        accumulators hold it."""
         pack = bitserial.packing(channels, self.support.word, self.vector_bits)
-        words = -(-channels // pack.word)
-        return pack if bitserial.accumulates(steps * words, pack) else None
+        words = taps * -(-channels // pack.word)
+        if not (self.support.accepts(layer_kind(call), bits * wplanes.bits, words)
+                and bitserial.accumulates(words, pack)):
+            return None
+        return bitserial.twos_complement(bits, signed), wplanes, pack
 
     def _conv2d(self, call: relax.Call) -> relax.Expr:
         attrs = call.attrs
@@ -143,34 +149,34 @@ class _BitSerialRewriter(_Rewriter._cls):  # the class @mutator wrapped: its met
         shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
                           weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
                           tuple(int(d) for d in attrs.dilation), int(attrs.groups))
-        planes = None if shape.depthwise else self._planes(call, data, weight, shape.in_channels // shape.groups)
-        if planes is None:
-            return super()._conv2d(call)
+        plan = None if shape.depthwise else self._plan(call, data, weight, shape.in_channels // shape.groups,
+                                                       shape.kernel_h * shape.kernel_w)
         lo, hi = code_range(data, self.lookup_binding)
-        if not lo <= pad_value <= hi:
+        if plan is None or not lo <= pad_value <= hi:  # the padding too must be codes of the planes
             return super()._conv2d(call)
-        pack = self._packing(shape.in_channels // shape.groups, shape.kernel_h * shape.kernel_w)
-        if pack is None:
-            return super()._conv2d(call)
+        *planes, pack = plan
         func = bitserial.conv2d(shape, *planes, pack, str(data.ty.dtype), pad_value, layout)
         packed = bitserial.pack_conv_weight(weight, shape, planes[1], pack)
         out = self._kernel(func, f"bitserial_conv2d_{bitserial.bits_label(*planes)}", [data, relax.const(packed)],
                            (shape.batch, shape.out_height, shape.out_width, shape.out_channels))
+        if planes[1].bipolar:  # w = 2b - 1: the kernel gave Σ x·2b
+            out = _less(out, -planes[1].offset, _window_sum(data, layout, shape, pad_value))
         return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(attrs.data_layout) == "NCHW" else out
 
     def _matmul(self, call: relax.Call) -> relax.Expr:
         data, weight = call.args[0], _const(call.args[1])
         *batch, rows, k = _shape(data)
-        planes = self._planes(call, data, weight, k)
-        if planes is None:
+        plan = self._plan(call, data, weight, k, 1)
+        if plan is None:
             return super()._matmul(call)
-        pack = self._packing(k, 1)
-        if pack is None:
-            return super()._matmul(call)
+        *planes, pack = plan
         func = bitserial.matmul(tuple(batch), rows, k, weight.shape[1], *planes, pack, str(data.ty.dtype))
         packed = bitserial.pack_matmul_weight(weight, planes[1], pack)
-        return self._kernel(func, f"bitserial_matmul_{bitserial.bits_label(*planes)}", [data, relax.const(packed)],
-                            (*batch, rows, weight.shape[1]))
+        out = self._kernel(func, f"bitserial_matmul_{bitserial.bits_label(*planes)}", [data, relax.const(packed)],
+                           (*batch, rows, weight.shape[1]))
+        if planes[1].bipolar:
+            out = _less(out, -planes[1].offset, relax.op.sum(relax.op.astype(data, "int32"), [-1], keepdims=True))
+        return out
 
 
 def integer_kernels(isa, ops: frozenset[str], native: tuple, support: BitSerialSupport,

@@ -1,11 +1,10 @@
 """Default schedules of the bit-serial kernels (:mod:`.bitserial`) inside their fused PrimFuncs.
 
-The function holds a padding stage, the activation bit-plane packing, the popcount reduction,
-for bipolar weights the activation sums, and the combination of the plane-pair accumulators
-followed by the fused epilogue (bias, requantization). The packing and the sums run as their
-own parallel loops per image; the reduction keeps a register tile of ``rows`` pixels ×
-``nvec`` vectors × plane pairs in registers (AND, popcount, add on whole vectors of words),
-and the epilogue runs per tile.
+The function holds a padding stage, the activation bit-plane packing, the popcount reduction
+and the combination of the plane-pair accumulators followed by the fused epilogue (bias,
+bipolar weights' activation sums, requantization). The packing runs as its own parallel loop;
+the reduction keeps a register tile of ``rows`` pixels × ``nvec`` vectors × plane pairs in
+registers (AND, popcount, add on whole vectors of words), and the epilogue runs per tile.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from ..schedules.common import extents, inline_injective, vector_isa, vectorize_
 from .bitserial import KIND_ATTR
 from .schedule import MAX_TILE_ROWS, MAX_TILE_VECTORS, _epilogue_at, _split_tile
 
-ACCUMULATOR_REGISTERS = 24  # of 32 vector registers (AVX-512, AArch64): the rest hold operands
+OPERAND_REGISTERS = 8  # vector registers kept for weights and broadcast activations; the rest accumulate
 
 
 def bitserial_block(sch: s_tir.Schedule) -> tuple[SBlockRV, str] | None:
@@ -64,16 +63,14 @@ def schedule_bitserial(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.
     if found is None:
         return None
     block, kind = found
-    registers = ACCUMULATOR_REGISTERS if vector_isa(target).registers >= 32 else 10
-    planes, sums, combine = (_named(sch, name) for name in ("planes", "act_sum", "combine"))
-    keep = [b for b in (planes, sums, combine, block) if b is not None]
+    registers = vector_isa(target).registers - OPERAND_REGISTERS
+    planes, combine = _named(sch, "planes"), _named(sch, "combine")
+    keep = [planes, combine, block]
     blocks = sch.get_child_blocks(sch.get_sblock("root"))
     inline_injective(sch, [b for b in blocks[:-1] if not any(sch.get(b).same_as(sch.get(k)) for k in keep)])
     store = sch.get_child_blocks(sch.get_sblock("root"))[-1]
     lead = len(sch.get_loops(planes)) - 3  # planes: lead..., word, plane | bit
-    for stage in (planes, sums):
-        if stage is not None:
-            sch.parallel(sch.fuse(*sch.get_loops(stage)[:min(2, lead)]))
+    sch.parallel(sch.fuse(*sch.get_loops(planes)[:min(2, lead)]))
     loops = sch.get_loops(block)
     if kind == "conv2d":
         b, y, x, g, o, i, j, lane, ry, rx, rw = loops

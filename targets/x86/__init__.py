@@ -27,9 +27,14 @@ NAMED_CPUS = {
 }
 
 
-# Where the bit-serial kernels beat the VNNI int8 kernel (bench/lowbit.py, on AVX-512 VPOPCNTDQ).
-BITSERIAL = integer.BitSerialSupport(ops=("conv2d", "grouped_conv2d", "matmul"), max_plane_pairs=4, min_channels=32,
-                                     word=64, instruction="vpopcntq zmm")
+# Where the bit-serial kernels beat the VNNI int8 kernel (bench/lowbit.py on an AVX-512 VPOPCNTDQ Xeon,
+# the layer's kernel alone): one plane pair on convs reducing >= 9 words per output (3x3 with 64+
+# channels: 1.2-3.6x; a 1x1 conv over 4 words is 0.7x), two from 72 words (3x3x512: 1.35-1.6x), and
+# matrix-vector products up to 2 x 2 bits (3.6x at 4096 x 4096: int8 weights are memory-bound).
+BITSERIAL = integer.BitSerialSupport(
+    rules=(integer.BitSerialRule(("conv2d", "grouped_conv2d"), 1, 9), integer.BitSerialRule(("conv2d",), 2, 72),
+           integer.BitSerialRule(("matmul",), 4, 16)),
+    word=64, instruction="vpopcntq zmm")
 
 
 def search_strategy(mod: tvm.IRModule):
