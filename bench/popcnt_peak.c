@@ -2,27 +2,9 @@
  * vpandq (weights & broadcast activations), vpopcntq, vpaddq into 8 independent accumulators
  * per thread, 512 one-bit MACs per step.
  * Usage: popcnt_peak THREADS  -> prints binary GOP/s (2 ops per multiply-accumulate). */
-#include <omp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
+#include "peak.h"
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
-
-int main(int argc, char **argv) {
-  int threads = argc > 1 ? atoi(argv[1]) : 1;
-  long iters = 100000000L / threads;
-  double best = 0;
-  for (int rep = 0; rep < 5; rep++) {
-    double t0 = now();
-#pragma omp parallel num_threads(threads)
-    {
-      for (long i = 0; i < iters; i++) {
-        __asm__ volatile(
+PEAK_MAIN(8 * 512,
             "vpandq %%zmm20, %%zmm21, %%zmm8\n vpopcntq %%zmm8, %%zmm8\n vpaddq %%zmm8, %%zmm0, %%zmm0\n"
             "vpandq %%zmm20, %%zmm22, %%zmm9\n vpopcntq %%zmm9, %%zmm9\n vpaddq %%zmm9, %%zmm1, %%zmm1\n"
             "vpandq %%zmm20, %%zmm23, %%zmm10\n vpopcntq %%zmm10, %%zmm10\n vpaddq %%zmm10, %%zmm2, %%zmm2\n"
@@ -32,12 +14,4 @@ int main(int argc, char **argv) {
             "vpandq %%zmm20, %%zmm23, %%zmm14\n vpopcntq %%zmm14, %%zmm14\n vpaddq %%zmm14, %%zmm6, %%zmm6\n"
             "vpandq %%zmm20, %%zmm24, %%zmm15\n vpopcntq %%zmm15, %%zmm15\n vpaddq %%zmm15, %%zmm7, %%zmm7\n"
             ::
-            : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
-      }
-    }
-    double gops = (double)iters * threads * 8 * 512 * 2 / (now() - t0) / 1e9;
-    if (gops > best) best = gops;
-  }
-  printf("%.1f\n", best);
-  return 0;
-}
+            : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15")

@@ -238,7 +238,8 @@ def test_board_presets(board):
     assert f"int8 via {isa.instruction}" in spec.description and "neon" in spec.isa
     kernels = {(s.dtypes[0], s.kernel.split()[0]) for s in spec.accelerates if s.integer and s.op != "depthwise_conv2d"}
     assert kernels == {("int8", isa.instruction)} | ({("uint8", unsigned.instruction)} if unsigned else set()), kernels
-    assert spec.description.endswith(f"uint8 activations via {unsigned.instruction}" if unsigned else isa.instruction)
+    assert not unsigned or f"uint8 activations via {unsigned.instruction}" in spec.description
+    assert spec.description.endswith(f"bit-serial via {spec.bitserial.instruction}")
     assert spec.integer_ops == {"conv2d", "grouped_conv2d", "depthwise_conv2d", "matmul"}
 
 

@@ -18,8 +18,7 @@ from tvm.relax.expr_functor import mutator
 from compiler.ir import layer_kind
 
 from . import bitserial
-from .kernels import ConvShape
-from .legalize import _less, _Rewriter, _const, _shape, _to_oihw, _window_sum
+from .legalize import _less, _Rewriter, _const, _shape, _window_sum
 
 # ops that pass integer codes through unchanged (a subset of them, or reordered)
 _PASS_THROUGH = {"relax.permute_dims", "relax.reshape", "relax.nn.max_pool2d", "relax.strided_slice",
@@ -140,15 +139,10 @@ class _BitSerialRewriter(_Rewriter._cls):  # the class @mutator wrapped: its met
         return bitserial.twos_complement(bits, signed), wplanes, pack
 
     def _conv2d(self, call: relax.Call) -> relax.Expr:
-        attrs = call.attrs
-        if str(attrs.data_layout) not in ("NHWC", "NCHW") or str(attrs.out_layout) != str(attrs.data_layout):
+        layer = self._conv_layer(call)
+        if layer is None:
             return call
-        data, layout, padding, pad_value = self._conv_input(call)
-        weight = _to_oihw(_const(call.args[1]), str(attrs.kernel_layout))
-        dims = dict(zip(layout, _shape(data)))
-        shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
-                          weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
-                          tuple(int(d) for d in attrs.dilation), int(attrs.groups))
+        data, layout, pad_value, weight, shape = layer
         plan = None if shape.depthwise else self._plan(call, data, weight, shape.in_channels // shape.groups,
                                                        shape.kernel_h * shape.kernel_w)
         lo, hi = code_range(data, self.lookup_binding)
@@ -161,7 +155,7 @@ class _BitSerialRewriter(_Rewriter._cls):  # the class @mutator wrapped: its met
                            (shape.batch, shape.out_height, shape.out_width, shape.out_channels))
         if planes[1].bipolar:  # w = 2b - 1: the kernel gave Σ x·2b
             out = _less(out, -planes[1].offset, _window_sum(data, layout, shape, pad_value))
-        return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(attrs.data_layout) == "NCHW" else out
+        return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(call.attrs.data_layout) == "NCHW" else out
 
     def _matmul(self, call: relax.Call) -> relax.Expr:
         data, weight = call.args[0], _const(call.args[1])

@@ -14,18 +14,9 @@ from tvm.s_tir.schedule import LoopRV, SBlockRV
 
 from ..schedules.common import extents, inline_injective, vector_isa, vectorize_inner
 from .bitserial import KIND_ATTR
-from .schedule import MAX_TILE_ROWS, MAX_TILE_VECTORS, _epilogue_at, _split_tile
+from .schedule import MAX_TILE_ROWS, MAX_TILE_VECTORS, _epilogue_at, _split_tile, kernel_block
 
 OPERAND_REGISTERS = 8  # vector registers kept for weights and broadcast activations; the rest accumulate
-
-
-def bitserial_block(sch: s_tir.Schedule) -> tuple[SBlockRV, str] | None:
-    """The annotated bit-serial reduction block of the function and its kind, if any."""
-    for block in sch.get_child_blocks(sch.get_sblock("root")):
-        kind = sch.get(block).annotations.get(KIND_ATTR)
-        if kind is not None:
-            return block, str(kind)
-    return None
 
 
 def _named(sch: s_tir.Schedule, name: str) -> SBlockRV | None:
@@ -59,7 +50,7 @@ def _combine_at(sch: s_tir.Schedule, combine: SBlockRV, tile: LoopRV) -> None:
 def schedule_bitserial(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
     """Schedule a fused PrimFunc built around a bit-serial kernel (None if it has none)."""
     sch = s_tir.Schedule(func)
-    found = bitserial_block(sch)
+    found = kernel_block(sch, KIND_ATTR)
     if found is None:
         return None
     block, kind = found

@@ -146,16 +146,25 @@ class _Rewriter(PyExprMutator):
             return data, layout, padding, 0
         return pad.args[0], layout, (top, left, bottom, right), int(float(pad.attrs.pad_value))
 
-    def _conv2d(self, call: relax.Call) -> relax.Expr:
+    def _conv_layer(self, call: relax.Call):
+        """``(data, layout, pad_value, OIHW weight, ConvShape)`` of a conv the kernels take (its
+        input seen through :meth:`_conv_input`), or None for another data / output layout."""
         attrs = call.attrs
         if str(attrs.data_layout) not in ("NHWC", "NCHW") or str(attrs.out_layout) != str(attrs.data_layout):
-            return call
+            return None
         data, layout, padding, pad_value = self._conv_input(call)
         weight = _to_oihw(_const(call.args[1]), str(attrs.kernel_layout))
         dims = dict(zip(layout, _shape(data)))
         shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
                           weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
                           tuple(int(d) for d in attrs.dilation), int(attrs.groups))
+        return data, layout, pad_value, weight, shape
+
+    def _conv2d(self, call: relax.Call) -> relax.Expr:
+        layer = self._conv_layer(call)
+        if layer is None:
+            return call
+        data, layout, pad_value, weight, shape = layer
         isa = self._isa(data, weight)
         data, shift = _shift(data, isa)
         pad_value += shift
@@ -172,7 +181,7 @@ class _Rewriter(PyExprMutator):
         if shift:
             sums = weight.astype(np.int64).sum(axis=(1, 2, 3)) * shift
             out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))
-        return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(attrs.data_layout) == "NCHW" else out
+        return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(call.attrs.data_layout) == "NCHW" else out
 
     def _matmul(self, call: relax.Call) -> relax.Expr:
         data = call.args[0]

@@ -37,10 +37,10 @@ class Tile:
     nvec: int
 
 
-def kernel_block(sch: s_tir.Schedule) -> tuple[SBlockRV, str] | None:
-    """The annotated integer reduction block of the function and its kind, if any."""
+def kernel_block(sch: s_tir.Schedule, attr: str = KERNEL_ATTR) -> tuple[SBlockRV, str] | None:
+    """The integer reduction block of the function annotated ``attr`` and its kind, if any."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
-        kind = sch.get(block).annotations.get(KERNEL_ATTR)
+        kind = sch.get(block).annotations.get(attr)
         if kind is not None:
             return block, str(kind)
     return None
