@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -39,6 +40,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# The kernel profiles run in this process: without this, TVM's thread pool pins the main thread to
+# one core, and every later run here (profiles, the peak probes) shares that core.
+os.environ.setdefault("TVM_BIND_THREADS", "0")
 
 from compiler.timing import Engine, interleaved  # noqa: E402
 
@@ -239,6 +243,7 @@ def main() -> None:
     results = {"cpu": _cpu(), "threads": args.threads, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "load_before": Path("/proc/loadavg").read_text().split()[:3], "layers": {}}
     with tempfile.TemporaryDirectory(prefix="squeeze-lowbit-") as tmp:
+        results["peak_gops"] = {p: peak(p, args.threads, Path(tmp)) for p in ("vnni_peak", "popcnt_peak")}
         for layer in filter(None, args.layers.split(",")):
             log(f"{layer}: compiling {1 + len(bits)} artifacts")
             engines = prepare(layer, bits, Path(tmp), log)
@@ -256,7 +261,6 @@ def main() -> None:
             for name, (path, _) in engines.items():
                 if path.endswith(".tar"):
                     results["layers"][layer][name]["kernel_us"] = kernel_us(path, x)
-        results["peak_gops"] = {p: peak(p, args.threads, Path(tmp)) for p in ("vnni_peak", "popcnt_peak")}
         if args.resnet8:
             results["resnet8"] = resnet8(Path(tmp), args.threads, args.rounds, log)
     results["load_after"] = Path("/proc/loadavg").read_text().split()[:3]
