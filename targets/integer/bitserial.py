@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import te, tirx
 
-from .kernels import MACS_ATTR, ConvShape, _i64, _padded_input, _reduce
+from .kernels import MACS_ATTR, ConvShape, _i64, _input, _padded_input, _reduce
 
 # Block annotations of the popcount reduction: its kind ("conv2d" or "matmul", a key apart from
 # the int8 kernels' so that their schedules and tuning space leave it alone) and its bits,
@@ -195,8 +195,7 @@ def conv2d(shape: ConvShape, act: Planes, weight: Planes, pack: Packing, act_dty
     groups, icg = shape.groups, shape.in_channels // shape.groups
     ocg, word, lanes, dtype = shape.out_channels // groups, pack.word, pack.lanes, pack.dtype
     cw, ocb = -(-icg // word), -(-ocg // lanes)
-    data = te.placeholder(_i64(*(dict(N=shape.batch, H=shape.height, W=shape.width, C=shape.in_channels)[a]
-                                 for a in layout)), act_dtype, name="data")
+    data = _input(shape, layout, act_dtype)
     padded = _padded_input(data, shape, layout, cw * word, pad_value)
     rows, cols = (shape.height + shape.padding[0] + shape.padding[2], shape.width + shape.padding[1] + shape.padding[3])
     def code(b, y, x, g, c):  # the padding stage fills padded channels with pad_value: zero them

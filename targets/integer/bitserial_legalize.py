@@ -125,10 +125,14 @@ class _BitSerialRewriter(_Rewriter._cls):  # the class @mutator wrapped: its met
         super().__init__(mod, isa, native, ops)
         self.support, self.vector_bits = support, vector_bits
 
-    def _plan(self, call: relax.Call, data: relax.Expr, weight: np.ndarray, channels: int, taps: int):
+    def _plan(self, call: relax.Call, data: relax.Expr, weight: np.ndarray, channels: int, taps: int,
+              pad_value: int = 0):
         """(activation planes, weight planes, packing) if the layer goes bit-serial, else None:
-        ``channels`` (per group) packed into words at each of ``taps`` kernel positions."""
+        ``channels`` (per group) packed into words at each of ``taps`` kernel positions; the
+        padding (``pad_value``) too must be one of the input's codes."""
         lo, hi = code_range(data, self.lookup_binding)
+        if not lo <= pad_value <= hi:
+            return None
         bits, signed = bitserial.code_bits(lo, hi)
         wplanes = bitserial.weight_planes(weight)
         pack = bitserial.packing(channels, self.support.word, self.vector_bits)
@@ -144,9 +148,8 @@ class _BitSerialRewriter(_Rewriter._cls):  # the class @mutator wrapped: its met
             return call
         data, layout, pad_value, weight, shape = layer
         plan = None if shape.depthwise else self._plan(call, data, weight, shape.in_channels // shape.groups,
-                                                       shape.kernel_h * shape.kernel_w)
-        lo, hi = code_range(data, self.lookup_binding)
-        if plan is None or not lo <= pad_value <= hi:  # the padding too must be codes of the planes
+                                                       shape.kernel_h * shape.kernel_w, pad_value)
+        if plan is None:
             return super()._conv2d(call)
         *planes, pack = plan
         func = bitserial.conv2d(shape, *planes, pack, str(data.ty.dtype), pad_value, layout)
