@@ -15,8 +15,9 @@ opset 21 has int4/uint4 QuantizeLinear/DequantizeLinear. Before import both beco
 
 ``y = (clip(round(x / s + z), q_min, q_max) - z) · s`` is what QONNX computes; clipping the float
 to ``[(q_min - z) s, (q_max - z) s]`` first and rounding half to even (QuantizeLinear) after gives
-the same codes. QONNX's other nodes (``Trunc``, ``FloatQuant``) and attributes with no such form
-are refused with one line naming the node.
+the same codes. ``Trunc`` (FINN's and Brevitas' truncation of an integer sum's low bits, v1 and
+v2) becomes the standard ONNX ops of its definition; they run as float ops, exactly. ``FloatQuant``
+and attributes with no such form are refused with one line naming the node.
 """
 from __future__ import annotations
 
@@ -107,16 +108,15 @@ def _lower_qonnx(node, values, graph, emitted, consumers) -> list[onnx.NodeProto
             raise _bad(node, "binary activations are not supported yet", "only binary weights import")
         codes = np.where(np.asarray(values[node.input[0]]) >= 0, 1, -1)
         return _dequantized(node, codes, _const(node, values, 1, "scale"), graph)
+    if node.op_type == "Trunc":
+        return _trunc(node, values, graph)
     if node.op_type not in ("Quant", "IntQuant"):
-        raise _bad(node, "this QONNX op is not supported", "export Quant/IntQuant and BipolarQuant nodes only")
+        raise _bad(node, "this QONNX op is not supported", "export Quant/IntQuant, BipolarQuant and Trunc nodes only")
     attrs = _attrs(node)
     unknown = set(attrs) - {"signed", "narrow", "rounding_mode"}
     if unknown:
         raise _bad(node, f"unsupported attribute {', '.join(sorted(unknown))}", "export without it")
-    mode = attrs.get("rounding_mode", b"ROUND")
-    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
-    if mode not in _ROUNDING:
-        raise _bad(node, f"rounding_mode {mode} is unknown", f"use one of {', '.join(_ROUNDING)}")
+    mode = _rounding_mode(node, "ROUND", _ROUNDING)
     scale, zero = _const(node, values, 1, "scale"), _const(node, values, 2, "zero point")
     bits, constant = _const(node, values, 3, "bit width"), node.input[0] in values
     most = 32 if constant else 8  # a constant of more than 8 bits is a bias (Brevitas' Int32Bias)
@@ -145,6 +145,63 @@ def _lower_qonnx(node, values, graph, emitted, consumers) -> list[onnx.NodeProto
     q = names.new("q")
     nodes, s, z = _quantize(node, q, float(scale.item()), int(zero.item()), lo, hi, graph, emitted, consumers)
     return nodes + [helper.make_node("DequantizeLinear", [q, s, z], [node.output[0]], name=_name(node))]
+
+
+def _rounding_mode(node: onnx.NodeProto, default: str, modes) -> str:
+    mode = _attrs(node).get("rounding_mode", default.encode())
+    mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
+    if mode not in modes:
+        raise _bad(node, f"rounding_mode {mode} is unknown", f"use one of {', '.join(modes)}")
+    return mode
+
+
+_TRUNC_ROUNDING = {"ROUND": "Round", "CEIL": "Ceil", "FLOOR": "Floor"}
+
+
+def _trunc(node: onnx.NodeProto, values: dict, graph) -> list[onnx.NodeProto]:
+    """QONNX ``Trunc`` as standard ONNX ops, as its specification computes it.
+
+    v1 (5 inputs: x, scale, zero point, input and output bit widths):
+    ``y = (R(round(x / s + z) / 2^(bi - bo)) - z) · s``; v2 (6 inputs: x, scale, zero point,
+    input bit width, output scale, output bit width; ``signed`` and ``narrow`` attributes):
+    ``t = 2^round(log2(s_out / s))``, ``y = (R(clip(round(x / s + z) / t)) - z / t) · s_out`` with
+    the clip to the output bits' code range. ``R`` is the ``rounding_mode`` (default FLOOR).
+    """
+    if len(node.input) not in (5, 6):
+        raise _bad(node, f"it has {len(node.input)} inputs", "export Trunc v1 (5 inputs) or v2 (6 inputs)")
+    attrs = _attrs(node)
+    unknown = set(attrs) - {"rounding_mode", "signed", "narrow"}
+    if unknown:
+        raise _bad(node, f"unsupported attribute {', '.join(sorted(unknown))}", "export without it")
+    mode = _rounding_mode(node, "FLOOR", _TRUNC_ROUNDING)
+    scale, zero = _const(node, values, 1, "scale"), _const(node, values, 2, "zero point")
+    bits = [_const(node, values, i, "bit width") for i in ((3, 4) if len(node.input) == 5 else (3, 5))]
+    if any(b.size != 1 or b.item() != int(b.item()) or b.item() < 1 for b in bits):
+        raise _bad(node, "its bit widths are not positive integers", "export integer bit widths")
+    names = Names(node.output[0])
+
+    def const(name: str, value) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.asarray(value, np.float32), names.new(name)))
+        return graph.initializer[-1].name
+
+    def op(op_type: str, *inputs: str, out: str | None = None) -> str:
+        out = out or names.new(op_type.lower())
+        nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{_name(node)}_{op_type.lower()}"))
+        return out
+
+    nodes: list[onnx.NodeProto] = []
+    y = op("Round", op("Add", op("Div", node.input[0], const("scale", scale)), const("zero", zero)))
+    if len(node.input) == 5:
+        step, out_zero, out_scale = 2.0 ** (bits[0].item() - bits[1].item()), zero, scale
+        y = op(_TRUNC_ROUNDING[mode], op("Div", y, const("step", step)))
+    else:
+        out_scale = _const(node, values, 4, "output scale")
+        step = 2.0 ** np.round(np.log2(out_scale / scale))
+        lo, hi = _code_range(int(bits[1].item()), bool(attrs.get("signed", 1)), bool(attrs.get("narrow", 0)))
+        y = op("Clip", op("Div", y, const("step", step)), const("lo", lo), const("hi", hi))
+        y, out_zero = op(_TRUNC_ROUNDING[mode], y), zero / step
+    op("Mul", op("Sub", y, const("out_zero", out_zero)), const("out_scale", out_scale), out=node.output[0])
+    return nodes
 
 
 def _dequantized(node: onnx.NodeProto, codes: np.ndarray, scale: np.ndarray, graph) -> list[onnx.NodeProto]:

@@ -14,6 +14,7 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from quant_utils import integer_ops, runner
 
+import compiler
 from compiler.errors import SqueezeError
 from compiler.frontend import import_onnx
 from compiler.pipeline import PassSpec, Recipe, run_passes
@@ -188,13 +189,68 @@ def _bits(model: onnx.ModelProto, name: str, bits: int) -> onnx.ModelProto:
     return out
 
 
-def test_cli_refuses_trunc_in_one_line(tmp_path):
+class Trunc(OpRun):
+    """QONNX ``Trunc`` v1 (5 inputs) and v2 (6 inputs), as the specification's sample computes it."""
+
+    op_domain = DOMAIN
+
+    def _run(self, x, scale, zeropt, in_bits, *rest, rounding_mode="FLOOR", signed=1, narrow=0):
+        rounding = {"ROUND": np.round, "FLOOR": np.floor, "CEIL": np.ceil}[rounding_mode]
+        y = np.round(x / scale + zeropt)
+        if len(rest) == 1:  # v1: out_bits
+            return ((rounding(y / 2.0 ** (in_bits - rest[0])) - zeropt) * scale).astype(np.float32),
+        out_scale, out_bits = rest
+        step = 2.0 ** np.round(np.log2(out_scale / scale))
+        b = int(out_bits)
+        lo, hi = (-(2 ** (b - 1)) + narrow, 2 ** (b - 1) - 1) if signed else (0, 2**b - 1)
+        return ((rounding(np.clip(y / step, lo, hi)) - zeropt / step) * out_scale).astype(np.float32),
+
+
+def _truncated(version: int, rounding_mode: str) -> onnx.ModelProto:
+    """The QONNX CNN's signed 8-bit output truncated to 5 bits, as FINN's average pools do."""
     model = qonnx_cnn()
-    trunc = helper.make_node("Trunc", ["output", "output_s", "output_z", "output_b", "output_b"], ["t"],
-                             name="trunc0", domain=DOMAIN)
-    model.graph.node.append(trunc)
+    inits = [_init("t_in", 8), _init("t_out", 5), _init("t_scale", OUT_SCALE * 8)]
+    model.graph.initializer.extend(inits)
+    inputs = ["output", "output_s", "output_z", "t_in"] + (["t_out"] if version == 1 else ["t_scale", "t_out"])
+    model.graph.node.append(helper.make_node("Trunc", inputs, ["t"], name="trunc0", domain=DOMAIN,
+                                             rounding_mode=rounding_mode))
     model.graph.output[0].name = "t"
+    return model
+
+
+@pytest.mark.parametrize("version, mode", [(1, "FLOOR"), (2, "ROUND"), (2, "CEIL")])
+def test_trunc_computes_its_spec(version, mode, tmp_path):
+    """A truncated output (v1 and v2 Trunc) runs from the CLI and gives what the spec computes
+    on the same 8-bit codes: the codes Squeeze's integer layers produce (checked against the
+    spec above) truncated exactly."""
+    model = _truncated(version, mode)
+    assert not [n for n in lower_quantizers(model).graph.node if n.domain]
+    spec = ReferenceEvaluator(model, new_ops=[Quant, BipolarQuant, Trunc])
     onnx.save(model, tmp_path / "t.onnx")
     proc = squeeze("compile", tmp_path / "t.onnx", "-o", tmp_path / "t.tar")
-    assert proc.returncode == 2 and "Trunc 'trunc0': this QONNX op is not supported" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    art, codes = compiler.load(tmp_path / "t.tar"), runner(_integer(qonnx_cnn(), (1, 3, 8, 8)))
+    trunc_only = ReferenceEvaluator(_trunc_of(model), new_ops=[Trunc])
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+        got = art.run({"input": x})["t"]
+        want = trunc_only.run(None, {"output": codes(x)})[0]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        assert np.abs(got - spec.run(None, {"input": x})[0]).max() <= 8 * OUT_SCALE + 1e-6  # one 5-bit step
+
+
+def _trunc_of(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model's Trunc node alone, reading ``output``."""
+    node = next(n for n in model.graph.node if n.op_type == "Trunc")
+    inits = [t for t in model.graph.initializer if t.name in node.input]
+    graph = helper.make_graph([node], "trunc", [helper.make_tensor_value_info("output", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(DOMAIN, 1)])
+
+
+def test_cli_refuses_a_bad_trunc_in_one_line(tmp_path):
+    onnx.save(_truncated(1, "HALF_UP"), tmp_path / "t.onnx")
+    proc = squeeze("compile", tmp_path / "t.onnx", "-o", tmp_path / "t.tar")
+    assert proc.returncode == 2 and "Trunc 'trunc0': rounding_mode HALF_UP is unknown" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "t.tar").exists()

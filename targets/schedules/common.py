@@ -21,10 +21,14 @@ class VectorISA:
         Width of the widest vector register.
     registers : int
         Number of architectural vector registers.
+    broadcast_operand : bool
+        Whether an instruction takes a memory word broadcast to all lanes as an operand
+        (AVX-512's embedded broadcast), so a broadcast costs no register and no instruction.
     """
 
     bits: int
     registers: int
+    broadcast_operand: bool = False
 
     def lanes(self, dtype: str) -> int:
         """Elements of ``dtype`` per vector register."""
@@ -35,7 +39,7 @@ def vector_isa(target: tvm.target.Target) -> VectorISA:
     """Read the vector width and register count from the target's CPU features."""
     feats = {str(f) for f in llvm_get_cpu_features(target)}
     if "avx512f" in feats:
-        return VectorISA(512, 32)
+        return VectorISA(512, 32, broadcast_operand=True)
     if "avx" in feats:
         return VectorISA(256, 16)
     if "neon" in feats:  # AArch64 Advanced SIMD: 32 registers of 128 bits
