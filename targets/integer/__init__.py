@@ -23,7 +23,7 @@ from .isa import DotISA, dot_desc, get_isa, isa_for, register_isa, select_isa
 from .bitserial_legalize import BitSerialRule, BitSerialSupport, integer_kernels
 from .bitserial_schedule import schedule_bitserial
 from .legalize import int8_kernels
-from .schedule import schedule_int8
+from .schedule import schedule_int8, schedule_window_sum
 from .tuning import search_strategy  # also registers the MetaSchedule custom rule
 
 FuncSchedule = Callable[[tirx.PrimFunc, tvm.target.Target], "s_tir.Schedule | None"]
@@ -79,9 +79,13 @@ def legalize(isa: DotISA, ops: Iterable[str], native: Iterable[DotISA] = (),
 
 
 def schedule_integer(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
-    """The schedule of a PrimFunc around an int8 or bit-serial kernel (None if it holds neither)."""
-    sch = schedule_int8(func, target)
-    return sch if sch is not None else schedule_bitserial(func, target)
+    """The schedule of a PrimFunc around an int8 or bit-serial kernel or a window sum (None if it
+    holds none)."""
+    for schedule_kind in (schedule_int8, schedule_bitserial, schedule_window_sum):
+        sch = schedule_kind(func, target)
+        if sch is not None:
+            return sch
+    return None
 
 
 def schedule_func(fallback: FuncSchedule) -> FuncSchedule:

@@ -18,7 +18,7 @@ from tvm.relax.expr_functor import mutator
 from compiler.ir import layer_kind
 
 from . import bitserial
-from .legalize import _less, _Rewriter, _const, _shape, _window_sum
+from .legalize import _less, _Rewriter, _const, _shape
 
 # ops that pass integer codes through unchanged (a subset of them, or reordered)
 _PASS_THROUGH = {"relax.permute_dims", "relax.reshape", "relax.nn.max_pool2d", "relax.strided_slice",
@@ -157,7 +157,7 @@ class _BitSerialRewriter(_Rewriter._cls):  # the class @mutator wrapped: its met
         out = self._kernel(func, f"bitserial_conv2d_{bitserial.bits_label(*planes)}", [data, relax.const(packed)],
                            (shape.batch, shape.out_height, shape.out_width, shape.out_channels))
         if planes[1].bipolar:  # w = 2b - 1: the kernel gave Σ x·2b
-            out = _less(out, -planes[1].offset, _window_sum(data, layout, shape, pad_value))
+            out = _less(out, -planes[1].offset, self._window_sum(data, layout, shape, pad_value))
         return relax.op.permute_dims(out, [0, 3, 1, 2]) if str(call.attrs.data_layout) == "NCHW" else out
 
     def _matmul(self, call: relax.Call) -> relax.Expr:

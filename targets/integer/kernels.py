@@ -41,6 +41,7 @@ from .isa import DotISA, packed_weight
 KERNEL_ATTR = "squeeze.int8"  # block annotation: "conv2d", "depthwise" or "matmul"
 ISA_ATTR = "squeeze.isa"  # block annotation: name of the DotISA the kernel is written for
 MACS_ATTR = "squeeze.macs"  # block annotation: multiply-accumulates of the op (channel padding excluded)
+WINDOW_SUM_ATTR = "squeeze.window_sum"  # block annotation of :func:`window_sum`'s box sum
 # MetaSchedule hands blocks annotated so to the custom rule registered in .tuning.
 CUSTOM_RULE = {"schedule_rule": "squeeze_int8"}
 
@@ -186,6 +187,29 @@ def _pixel(data: te.Tensor, shape: ConvShape, layout: str, pad_value: int, b, y,
     inside = tirx.all(y >= top, y < top + shape.height, x >= left, x < left + shape.width, valid)
     index = {"N": b, "H": y - top, "W": x - left, "C": c}
     return tirx.if_then_else(inside, data[tuple(index[a] for a in layout)], tirx.const(pad_value, data.dtype))
+
+
+def window_sum(shape: ConvShape, layout: str, dtype: str, pad_value: int) -> tirx.PrimFunc:
+    """int32 sum of each output pixel's window of the padded input over its group's channels:
+    ``[N, OH, OW, 1]`` (one group: it broadcasts over the output channels) or ``[N, OH, OW, OC]``
+    (each group's sum over its output channels). A channel sum per padded pixel, then a box sum
+    (any stride and dilation), in one function: the correction of a weight offset (``Σ x`` of
+    ``Σ x·(w + offset)``)."""
+    data = _input(shape, layout, dtype)
+    groups, icg, ocg = shape.groups, shape.in_channels // shape.groups, shape.out_channels // shape.groups
+    top, left, bottom, right = shape.padding
+    c = _reduce(icg, "c")
+    sums = te.compute(
+        _i64(shape.batch, shape.height + top + bottom, shape.width + left + right, groups),
+        lambda b, y, x, g: te.sum(_pixel(data, shape, layout, pad_value, b, y, x, g * icg + c).astype("int32"), axis=c),
+        name="channel_sum")
+    ry, rx = _reduce(shape.kernel_h, "ry"), _reduce(shape.kernel_w, "rx")
+    (sh, sw), (dh, dw) = shape.strides, shape.dilation
+    out = te.compute(
+        _i64(shape.batch, shape.out_height, shape.out_width, 1 if groups == 1 else shape.out_channels),
+        lambda b, y, x, o: te.sum(sums[b, y * sh + ry * dh, x * sw + rx * dw, o // ocg], axis=[ry, rx]),
+        name="window_sum", attrs={WINDOW_SUM_ATTR: 1})
+    return te.create_prim_func([data, out])
 
 
 def _padded_input(data: te.Tensor, shape: ConvShape, layout: str, channels: int, pad_value: int) -> te.Tensor:

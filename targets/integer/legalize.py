@@ -12,7 +12,8 @@ Each layer runs on the ISA the target declares for its activation dtype (:func:`
 shifted by 128 (an elementwise op fused into the producer) and ``shift · Σ w`` is subtracted
 per output channel. ISAs with unsigned weight operands (``udot``, ``ummla``) get ``w + 128``
 and ``128 · Σ x`` over each output's window is subtracted: a channel sum and a box sum of
-the activations (:func:`_window_sum`), or a row sum for a matmul, so the kernels stay the same.
+the activations in one kernel (:func:`.kernels.window_sum`), or a row sum for a matmul, so the
+kernels stay the same.
 Which layer kinds are rewritten is the target's declaration (``ops``), not decided here.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from compiler.ir import layer_kind
 
 from .isa import SIGNED_SHIFT, DotISA, isa_for, weight_bits_of
 from .kernels import ConvShape, conv2d, depthwise_conv2d, matmul, pack_conv_weight, pack_depthwise_weight, \
-    pack_matmul_weight
+    pack_matmul_weight, window_sum
 
 OP_PATTERN_OUT_ELEMWISE_FUSABLE = 4  # relax FuseOps: the epilogue may be fused after it
 
@@ -56,32 +57,6 @@ def _shift(x: relax.Expr, isa: DotISA) -> tuple[relax.Expr, int]:
     return relax.op.astype(wide, isa.act_dtype), shift
 
 
-def _window_sum(data: relax.Expr, layout: str, shape: ConvShape, pad_value: int) -> relax.Expr:
-    """The sum of each output pixel's window of the padded input, over its group's channels.
-
-    A channel sum per group, then a box sum: a ``groups``-channel conv with an all-ones
-    ``KH × KW`` kernel (any stride, dilation and padding; padding with ``channels ·
-    pad_value``). Returns int32 ``[N, OH, OW, 1]`` (one group: broadcast over the output
-    channels) or ``[N, OH, OW, OC]`` (each group's sum repeated over its output channels).
-    """
-    groups, channels = shape.groups, shape.in_channels // shape.groups
-    axis = layout.index("C")
-    dims = [shape.batch, shape.height, shape.width]
-    split = relax.op.reshape(relax.op.astype(data, "int32"), (*dims[:axis], groups, channels, *dims[axis:]))
-    sums = relax.op.sum(split, [axis + 1])
-    if layout == "NCHW":
-        sums = relax.op.permute_dims(sums, [0, 2, 3, 1])
-    padding = shape.padding
-    if pad_value and any(padding):
-        top, left, bottom, right = padding
-        sums = relax.op.nn.pad(sums, (0, 0, top, bottom, left, right, 0, 0), pad_value=float(channels * pad_value))
-        padding = (0, 0, 0, 0)
-    ones = relax.const(np.ones((groups, 1, shape.kernel_h, shape.kernel_w), np.int32))
-    box = relax.op.nn.conv2d(sums, ones, shape.strides, padding, shape.dilation, groups, data_layout="NHWC",
-                             out_dtype="int32")
-    return relax.op.repeat(box, shape.out_channels // groups, axis=3) if groups > 1 else box
-
-
 def _less(out: relax.Expr, offset: int, sums: relax.Expr) -> relax.Expr:
     """``out - offset · sums``: the correction of a packed weight offset."""
     return relax.op.subtract(out, relax.op.multiply(sums, relax.const(offset, "int32")))
@@ -94,6 +69,49 @@ def _operands_fit(data: relax.Expr, weight: relax.Expr, out_dtype: str) -> bool:
     w = _const(weight)
     return (out_dtype == "int32" and dtype in ("uint8", "int8") and w is not None and str(w.dtype) == "int8"
             and _shape(data) is not None)
+
+
+def bound_call(mutator: PyExprMutator, expr: relax.Expr, op: str) -> relax.Call | None:
+    """The call of ``op`` that ``expr`` is bound to in the function ``mutator`` visits, if any."""
+    value = mutator.lookup_binding(expr) if isinstance(expr, relax.Var) else None
+    return value if isinstance(value, relax.Call) and getattr(value.op, "name", "") == op else None
+
+
+def conv_input(mutator: PyExprMutator, call: relax.Call) -> tuple[relax.Expr, str, tuple[int, ...], int]:
+    """The conv's input seen through a transpose to NHWC and a constant spatial pad.
+
+    Returns the tensor the kernel reads, its layout, the padding (top, left, bottom,
+    right) and the padding value: the kernel's own padding stage does both.
+    """
+    data, layout = call.args[0], str(call.attrs.data_layout)
+    padding = tuple(int(p) for p in call.attrs.padding)
+    transpose = bound_call(mutator, data, "relax.permute_dims")
+    if layout == "NHWC" and transpose is not None and [int(a) for a in transpose.attrs.axes] == [0, 2, 3, 1]:
+        data, layout = transpose.args[0], "NCHW"
+    pad = bound_call(mutator, data, "relax.nn.pad")
+    if pad is None or any(padding) or str(pad.attrs.pad_mode) != "constant":
+        return data, layout, padding, 0
+    widths = [int(w) for w in pad.attrs.pad_width]
+    (top, bottom), (left, right) = (widths[2 * layout.index(a):2 * layout.index(a) + 2] for a in "HW")
+    if any(widths[2 * layout.index(a):2 * layout.index(a) + 2] != [0, 0] for a in "NC"):
+        return data, layout, padding, 0
+    return pad.args[0], layout, (top, left, bottom, right), int(float(pad.attrs.pad_value))
+
+
+def conv_layer(mutator: PyExprMutator, call: relax.Call):
+    """``(data, layout, pad_value, OIHW weight, ConvShape)`` of an integer conv with a constant
+    weight (its input seen through :func:`conv_input`), or None for another data / output layout.
+    Shared by the targets that rewrite integer convs (int8 CPU kernels, VTA)."""
+    attrs = call.attrs
+    if str(attrs.data_layout) not in ("NHWC", "NCHW") or str(attrs.out_layout) != str(attrs.data_layout):
+        return None
+    data, layout, padding, pad_value = conv_input(mutator, call)
+    weight = _to_oihw(_const(call.args[1]), str(attrs.kernel_layout))
+    dims = dict(zip(layout, _shape(data)))
+    shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
+                      weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
+                      tuple(int(d) for d in attrs.dilation), int(attrs.groups))
+    return data, layout, pad_value, weight, shape
 
 
 @mutator
@@ -121,44 +139,13 @@ class _Rewriter(PyExprMutator):
         gvar = self.builder_.add_func(func, name)
         return relax.call_tir(gvar, args, relax.TensorType(shape, "int32"))
 
-    def _bound(self, expr: relax.Expr, op: str) -> relax.Call | None:
-        """The call of ``op`` that ``expr`` is bound to, if any."""
-        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else None
-        return value if isinstance(value, relax.Call) and getattr(value.op, "name", "") == op else None
-
-    def _conv_input(self, call: relax.Call) -> tuple[relax.Expr, str, tuple[int, ...], int]:
-        """The conv's input seen through a transpose to NHWC and a constant spatial pad.
-
-        Returns the tensor the kernel reads, its layout, the padding (top, left, bottom,
-        right) and the padding value: the kernel's own padding stage does both.
-        """
-        data, layout = call.args[0], str(call.attrs.data_layout)
-        padding = tuple(int(p) for p in call.attrs.padding)
-        transpose = self._bound(data, "relax.permute_dims")
-        if layout == "NHWC" and transpose is not None and [int(a) for a in transpose.attrs.axes] == [0, 2, 3, 1]:
-            data, layout = transpose.args[0], "NCHW"
-        pad = self._bound(data, "relax.nn.pad")
-        if pad is None or any(padding) or str(pad.attrs.pad_mode) != "constant":
-            return data, layout, padding, 0
-        widths = [int(w) for w in pad.attrs.pad_width]
-        (top, bottom), (left, right) = (widths[2 * layout.index(a):2 * layout.index(a) + 2] for a in "HW")
-        if any(widths[2 * layout.index(a):2 * layout.index(a) + 2] != [0, 0] for a in "NC"):
-            return data, layout, padding, 0
-        return pad.args[0], layout, (top, left, bottom, right), int(float(pad.attrs.pad_value))
-
     def _conv_layer(self, call: relax.Call):
-        """``(data, layout, pad_value, OIHW weight, ConvShape)`` of a conv the kernels take (its
-        input seen through :meth:`_conv_input`), or None for another data / output layout."""
-        attrs = call.attrs
-        if str(attrs.data_layout) not in ("NHWC", "NCHW") or str(attrs.out_layout) != str(attrs.data_layout):
-            return None
-        data, layout, padding, pad_value = self._conv_input(call)
-        weight = _to_oihw(_const(call.args[1]), str(attrs.kernel_layout))
-        dims = dict(zip(layout, _shape(data)))
-        shape = ConvShape(dims["N"], dims["H"], dims["W"], dims["C"], weight.shape[0], weight.shape[2],
-                          weight.shape[3], tuple(int(s) for s in attrs.strides), padding,
-                          tuple(int(d) for d in attrs.dilation), int(attrs.groups))
-        return data, layout, pad_value, weight, shape
+        return conv_layer(self, call)
+
+    def _window_sum(self, data: relax.Expr, layout: str, shape: ConvShape, pad_value: int) -> relax.Expr:
+        """:func:`.kernels.window_sum` of the conv's input: int32 ``[N, OH, OW, 1 or OC]``."""
+        out = (shape.batch, shape.out_height, shape.out_width, 1 if shape.groups == 1 else shape.out_channels)
+        return self._kernel(window_sum(shape, layout, str(data.ty.dtype), pad_value), "window_sum", [data], out)
 
     def _conv2d(self, call: relax.Call) -> relax.Expr:
         layer = self._conv_layer(call)
@@ -177,7 +164,7 @@ class _Rewriter(PyExprMutator):
         out = self._kernel(func, name, [data, relax.const(packed)],
                            (shape.batch, shape.out_height, shape.out_width, shape.out_channels))
         if isa.weight_offset and not shape.depthwise:
-            out = _less(out, isa.weight_offset, _window_sum(data, layout, shape, pad_value))
+            out = _less(out, isa.weight_offset, self._window_sum(data, layout, shape, pad_value))
         if shift:
             sums = weight.astype(np.int64).sum(axis=(1, 2, 3)) * shift
             out = relax.op.subtract(out, relax.const(sums.astype(np.int32)))

@@ -16,9 +16,9 @@ import tvm
 from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
-from ..schedules.common import extents, inline_injective, vectorize_inner
+from ..schedules.common import extents, inline_injective, vector_isa, vectorize_inner
 from .isa import DotISA, get_isa
-from .kernels import ISA_ATTR, KERNEL_ATTR
+from .kernels import ISA_ATTR, KERNEL_ATTR, WINDOW_SUM_ATTR
 
 # Accumulators live in a stack buffer, which TVM only allows below 1024 bytes (larger ones
 # go through TVMBackendAllocWorkspace, once per tile): e.g. at most 15 vectors of 64 bytes.
@@ -102,6 +102,28 @@ def _epilogue_at(sch: s_tir.Schedule, store: SBlockRV, loop: LoopRV, lanes: int)
         _schedule_spatial(sch, store, lanes)
         return
     vectorize_inner(sch, store, lanes)
+
+
+def schedule_window_sum(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
+    """Schedule a fused PrimFunc around :func:`.kernels.window_sum` (None if it has none): the
+    channel sums and the box sums (with what was fused after them) each a loop parallel over
+    image rows, channels innermost."""
+    sch = s_tir.Schedule(func)
+    found = kernel_block(sch, WINDOW_SUM_ATTR)
+    if found is None:
+        return None
+    box = found[0]
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    index = [sch.get(b).same_as(sch.get(box)) for b in blocks].index(True)
+    sums, consumers = blocks[0], blocks[index + 1:]
+    inline_injective(sch, consumers[:-1])
+    for block in (sums, box):
+        sch.parallel(sch.fuse(*sch.get_loops(block)[:2]))
+    if consumers:
+        store = sch.get_child_blocks(sch.get_sblock("root"))[-1]
+        sch.reverse_compute_at(store, sch.get_loops(box)[1])
+        vectorize_inner(sch, store, vector_isa(target).lanes("int32"))
+    return sch
 
 
 def schedule_int8(func: tirx.PrimFunc, target: tvm.target.Target) -> s_tir.Schedule | None:
