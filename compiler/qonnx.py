@@ -112,10 +112,7 @@ def _lower_qonnx(node, values, graph, emitted, consumers) -> list[onnx.NodeProto
         return _trunc(node, values, graph)
     if node.op_type not in ("Quant", "IntQuant"):
         raise _bad(node, "this QONNX op is not supported", "export Quant/IntQuant, BipolarQuant and Trunc nodes only")
-    attrs = _attrs(node)
-    unknown = set(attrs) - {"signed", "narrow", "rounding_mode"}
-    if unknown:
-        raise _bad(node, f"unsupported attribute {', '.join(sorted(unknown))}", "export without it")
+    attrs = _quantizer_attrs(node)
     mode = _rounding_mode(node, "ROUND", _ROUNDING)
     scale, zero = _const(node, values, 1, "scale"), _const(node, values, 2, "zero point")
     bits, constant = _const(node, values, 3, "bit width"), node.input[0] in values
@@ -147,6 +144,15 @@ def _lower_qonnx(node, values, graph, emitted, consumers) -> list[onnx.NodeProto
     return nodes + [helper.make_node("DequantizeLinear", [q, s, z], [node.output[0]], name=_name(node))]
 
 
+def _quantizer_attrs(node: onnx.NodeProto) -> dict:
+    """The attributes of a ``Quant`` or ``Trunc`` node; any other is refused."""
+    attrs = _attrs(node)
+    unknown = set(attrs) - {"signed", "narrow", "rounding_mode"}
+    if unknown:
+        raise _bad(node, f"unsupported attribute {', '.join(sorted(unknown))}", "export without it")
+    return attrs
+
+
 def _rounding_mode(node: onnx.NodeProto, default: str, modes) -> str:
     mode = _attrs(node).get("rounding_mode", default.encode())
     mode = (mode.decode() if isinstance(mode, bytes) else str(mode)).upper()
@@ -169,10 +175,7 @@ def _trunc(node: onnx.NodeProto, values: dict, graph) -> list[onnx.NodeProto]:
     """
     if len(node.input) not in (5, 6):
         raise _bad(node, f"it has {len(node.input)} inputs", "export Trunc v1 (5 inputs) or v2 (6 inputs)")
-    attrs = _attrs(node)
-    unknown = set(attrs) - {"rounding_mode", "signed", "narrow"}
-    if unknown:
-        raise _bad(node, f"unsupported attribute {', '.join(sorted(unknown))}", "export without it")
+    attrs = _quantizer_attrs(node)
     mode = _rounding_mode(node, "FLOOR", _TRUNC_ROUNDING)
     scale, zero = _const(node, values, 1, "scale"), _const(node, values, 2, "zero point")
     bits = [_const(node, values, i, "bit width") for i in ((3, 4) if len(node.input) == 5 else (3, 5))]
