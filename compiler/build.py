@@ -1,6 +1,7 @@
 """Build driver: Program → fused, scheduled TIR → compiled Relax executable."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -151,8 +152,10 @@ def build(program: Program, spec: TargetSpec, database: str | os.PathLike | None
 
 
 def compile_lowered(mod: tvm.IRModule, spec: TargetSpec) -> tvm.runtime.Executable:
-    """Compile the output of :func:`lower` into a Relax VM executable."""
-    return tvm.compile(mod, spec.target, relax_pipeline=relax.pipeline.default_build_pipeline())
+    """Compile the output of :func:`lower` into a Relax VM executable (in the target's
+    ``build_context``, if it has one)."""
+    with spec.build_context() if spec.build_context is not None else contextlib.nullcontext():
+        return tvm.compile(mod, spec.target, relax_pipeline=relax.pipeline.default_build_pipeline())
 
 
 LIFT_BYTES = 1024  # constants at least this large leave the library with lift_weights

@@ -3,7 +3,8 @@ and run) on the shared pieces (``schedules``, ``integer``, ``sparse``); see targ
 from __future__ import annotations
 
 from .base import OpSupport, TargetSpec
-from .registry import get_target, host_target, register_target, target_names
-from . import arm, llvm, sparse, vta, x86  # noqa: F401,E402  (registration side effect)
+from .registry import get_target, host_target, open_device, register_device, register_target, target_names
+from . import arm, cuda, llvm, sparse, vta, x86  # noqa: F401,E402  (registration side effect)
 
-__all__ = ["OpSupport", "TargetSpec", "register_target", "get_target", "host_target", "target_names"]
+__all__ = ["OpSupport", "TargetSpec", "register_target", "get_target", "host_target", "target_names",
+           "register_device", "open_device"]

@@ -83,6 +83,9 @@ class TargetSpec:
     bitserial : BitSerialSupport, optional
         Where the target's bit-serial kernels replace its int8 ones
         (``targets.integer.bitserial_legalize``; its legalization acts on it).
+    build_context : callable, optional
+        ``build_context()`` returns a context manager the final ``tvm.compile`` runs in (a
+        GPU target's PassContext config, target and device-code compiler); None: none.
     """
 
     name: str
@@ -100,6 +103,7 @@ class TargetSpec:
     device: str = "cpu"
     cross_compiler: Optional[str] = None
     bitserial: Optional[object] = None
+    build_context: Optional[Callable[[], object]] = None
 
     @property
     def target(self) -> tvm.target.Target:
@@ -112,7 +116,8 @@ class TargetSpec:
     @property
     def triple(self) -> str:
         """The LLVM triple code is generated for."""
-        return str(self.target_json.get("mtriple") or host_triple())
+        host = self.target_json.get("host") or {}  # a device target's host code
+        return str(self.target_json.get("mtriple") or host.get("mtriple") or host_triple())
 
     @property
     def arch(self) -> str:

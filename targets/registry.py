@@ -10,6 +10,7 @@ from .host import host_triple, triple_arch
 
 _REGISTRY: dict[str, Callable[[], TargetSpec]] = {}
 _HOST: dict[str, str] = {}  # architecture -> the target that compiles for a host of it
+_DEVICES: dict[str, Callable] = {}  # device kind (TargetSpec.device) -> opener(manifest target record)
 FALLBACK_HOST = "llvm"
 
 
@@ -46,3 +47,18 @@ def get_target(name: "str | TargetSpec | None") -> TargetSpec:
     if name not in _REGISTRY:
         raise SqueezeError(f"unknown target '{name}': choose one of {', '.join(target_names())}")
     return _REGISTRY[name]()
+
+
+def register_device(kind: str, opener: Callable) -> None:
+    """Register how the runtime opens devices of ``kind`` (``TargetSpec.device`` other than
+    ``cpu``): ``opener(record)`` takes the manifest's target record and returns the local
+    ``tvm.runtime.Device``, or raises SqueezeError with one line saying what is missing."""
+    _DEVICES[kind] = opener
+
+
+def open_device(record: dict):
+    """The local device an artifact whose manifest target record is ``record`` runs on (not the CPU)."""
+    kind = record.get("device", "cpu")
+    if kind not in _DEVICES:
+        raise SqueezeError(f"artifact runs on a '{kind}' device, which no target of this Squeeze opens")
+    return _DEVICES[kind](record)
