@@ -277,8 +277,11 @@ def float_layers(artifact: Path) -> dict:
 
 # ----------------------------------------------------------------------------- one model
 
-def evaluate(entry: corpus.Entry, folder: Path, work: Path, threads: int) -> dict:
-    """Every stage of one model; a failing stage is recorded as its one-line message."""
+def evaluate(entry: corpus.Entry, folder: Path, work: Path, threads: int, configs: dict | None = None,
+             fp32: bool = True) -> dict:
+    """Every stage of one model; a failing stage is recorded as its one-line message. ``configs``
+    (``{label: QuantConfig options}``) adds Squeeze INT8 variants ``squeeze_int8:label``; without
+    ``fp32`` the Squeeze FP32 compile is skipped (accuracy runs)."""
     import compiler
     from compiler.frontend import import_onnx
 
@@ -300,8 +303,12 @@ def evaluate(entry: corpus.Entry, folder: Path, work: Path, threads: int) -> dic
 
     shapes = {k: tuple(v) for k, v in entry.shapes.items()}
     result["import"] = stage("import", lambda: import_onnx(model, shapes)) is not None
-    for tag, quant in (("squeeze_fp32", None),
-                       ("squeeze_int8", compiler.QuantConfig("int8", calibration=calib))):
+    variants = [("squeeze_fp32", None)] if fp32 else []
+    variants.append(("squeeze_int8", compiler.QuantConfig("int8", calibration=calib)))
+    variants += [(f"squeeze_int8:{label}", compiler.QuantConfig("int8", calibration=calib, **options))
+                 for label, options in (configs or {}).items()]
+    result["variants"] = [tag for tag, _ in variants if ":" in tag]
+    for tag, quant in variants:
         path = work / f"{entry.name}.{tag}.tar"
         art = stage(f"{tag}_compile",
                     lambda: compiler.compile(model, "x86", input_shapes=shapes, quantize=quant).save(path))
@@ -328,18 +335,21 @@ def evaluate(entry: corpus.Entry, folder: Path, work: Path, threads: int) -> dic
     return result
 
 
-def run_worker(name: str, folder: Path, work: Path, threads: int, out: Path) -> None:
+def run_worker(name: str, folder: Path, work: Path, threads: int, out: Path, configs: dict | None = None,
+               fp32: bool = True) -> None:
     """Child-process entry: evaluate one model and write its JSON record to ``out``."""
     (entry,) = corpus.entries(name)
-    out.write_text(json.dumps(evaluate(entry, folder, work, threads)))
+    out.write_text(json.dumps(evaluate(entry, folder, work, threads, configs, fp32)))
 
 
-def evaluate_isolated(entry: corpus.Entry, folder: Path, work: Path, threads: int, timeout: float) -> dict:
+def evaluate_isolated(entry: corpus.Entry, folder: Path, work: Path, threads: int, timeout: float,
+                      configs: str | None = None, fp32: bool = True) -> dict:
     """:func:`evaluate` in a child process; a crash or a timeout becomes the record's error."""
     out = work / f"{entry.name}.json"
     env = {**os.environ, "TVM_NUM_THREADS": str(threads)}
     cmd = [sys.executable, __file__, "--worker", entry.name, "--dir", str(folder), "--work", str(work),
-           "--threads", str(threads), "--worker-out", str(out)]
+           "--threads", str(threads), "--worker-out", str(out)] + (["--configs", configs] if configs else []) + (
+        [] if fp32 else ["--no-fp32"])
     with tempfile.TemporaryFile("w+") as log:
         child = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -391,6 +401,8 @@ def table(records: list[dict], timed: bool) -> str:
                "OpenVINO INT8": _cell(rec, "openvino_int8", ("openvino_int8", "worker")) if openvino_python()
                else "not installed",
                "float layers": f"{fl['float']}/{fl['layers']}" if fl else "–"}
+        row.update({f"Squeeze INT8 {k.partition(':')[2]}": _cell(rec, k, (f"{k}_compile", f"{k}_run", "worker"))
+                    for k in rec.get("variants", [])})
         if timed:
             ms = rec.get("ms", {})
             row.update({f"{k} ms": f"{ms[k]:.2f}" if k in ms else "–" for k in ENGINES})
@@ -421,6 +433,9 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-time", action="store_true", help="skip the latency measurements")
+    parser.add_argument("--no-fp32", action="store_true", help="skip Squeeze FP32 (accuracy runs; implies --no-time)")
+    parser.add_argument("--configs", help='more Squeeze INT8 variants as JSON {label: QuantConfig options}, e.g. '
+                                          '\'{"adaround": {"adaround": true}}\'')
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per model before it is given up")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "models.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -436,7 +451,8 @@ def main() -> None:
         openvino_worker(*args.openvino_worker)
         return
     if args.worker:
-        run_worker(args.worker, args.dir, args.work, args.threads, args.worker_out)
+        run_worker(args.worker, args.dir, args.work, args.threads, args.worker_out,
+                   json.loads(args.configs) if args.configs else None, not args.no_fp32)
         return
     chosen = corpus.entries(args.models)
     missing = [e.name for e in chosen if not all(p.exists() for p in corpus.paths(e, args.dir).values())]
@@ -447,8 +463,9 @@ def main() -> None:
         for entry in chosen:
             start = time.perf_counter()
             rec = {"name": entry.name, "task": entry.task, "package": f"{entry.asset.package}=={entry.asset.version}",
-                   **evaluate_isolated(entry, args.dir, Path(tmp), args.threads, args.timeout)}
-            if not args.no_time and rec.get("files"):
+                   **evaluate_isolated(entry, args.dir, Path(tmp), args.threads, args.timeout, args.configs,
+                                       not args.no_fp32)}
+            if not (args.no_time or args.no_fp32) and rec.get("files"):
                 feed = corpus.load_feeds(corpus.paths(entry, args.dir)["eval"])[0]
                 try:
                     rec["ms"] = time_engines(rec["files"], feed, args.threads, args.rounds)
@@ -458,7 +475,7 @@ def main() -> None:
             print(f"{entry.name}: {rec['total_s']} s, {len(rec.get('errors', {}))} failure(s)", flush=True)
             rec.pop("files", None)  # temporary paths
             records.append(rec)
-    text = table(records, not args.no_time)
+    text = table(records, not (args.no_time or args.no_fp32))
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from compiler.atomic import atomic_path

@@ -41,9 +41,13 @@ ORT_METHODS = ("minmax", "percentile", "entropy")  # the observers ORT also has
 FMNIST_CONFIGS = {s: {"scheme": s} for s in ("int8", "int8_per_tensor", "int8_integer_only", "int4", "int4_log",
                                               "int8_pow2", "int4_log_shift")}
 FMNIST_CONFIGS["int8 + bias_correction"] = {"scheme": "int8", "bias_correction": True}
+FMNIST_CONFIGS["int8, no bias correction"] = {"scheme": "int8", "bias_correction": False}
+FMNIST_CONFIGS["int8 + adaround"] = {"scheme": "int8", "adaround": True}
 # Squeeze's percentile observer keeps 99.99 % by default; ORT's Percentile method 99.999 %.
 OBSERVER_OPTIONS = {"percentile": {"percentile": 99.999}}
-VARIANTS = {"int8": {}, "int8 + equalize": {"equalize": True}, "int8 + bias_correction": {"bias_correction": True}}
+# "int8" is the default: per-layer ("auto") bias correction; "+ bias_correction" corrects every layer.
+VARIANTS = {"int8": {}, "int8, no bias correction": {"bias_correction": False}, "int8 + equalize": {"equalize": True},
+            "int8 + bias_correction": {"bias_correction": True}, "int8 + adaround": {"adaround": True}}
 
 
 def squeeze_outputs(model: Path, images: np.ndarray, calib: np.ndarray, **config) -> np.ndarray:

@@ -11,6 +11,7 @@ _EXPORTS = {
     "compile": "api", "load": "api", "Artifact": "artifact", "Module": "runtime",
     "Recipe": "pipeline", "PassSpec": "pipeline", "SqueezeError": "errors", "QuantConfig": "config",
     "ImageFolder": "config", "PruneConfig": "api", "export_qdq": "onnx_export", "CompressConfig": "compress",
+    "optimize": "search",
 }
 __all__ = sorted(_EXPORTS)
 

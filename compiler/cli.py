@@ -213,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
 
     onnx_export.add_command(sub, model_args)  # squeeze export --format onnx-qdq
     verbs.add_commands(p, sub)  # --version, bench, eval
+    from . import html_report, search
+
+    search.add_command(sub, model_args)  # squeeze optimize: mixed precision and pruning search
+    html_report.add_command(sub)  # squeeze report: self-contained HTML
 
     r = sub.add_parser("run", help="run an artifact on inputs from an .npz file")
     r.add_argument("artifact")

@@ -81,11 +81,21 @@ def add_quantization_args(parser: argparse.ArgumentParser, title: str = "quantiz
                    help="layer kind kept float (conv2d covers every conv)")
     q.add_argument("--keep-first-last", action="store_true", help="keep the first and last layers float")
     q.add_argument("--equalize", action="store_true", help="cross-layer equalization before quantizing")
-    q.add_argument("--bias-correction", action="store_true", help="correct the quantization bias shift")
+    q.add_argument("--bias-correction", nargs="?", const="all", choices=["auto", "all", "off"],
+                   help="correct the output shift quantization causes: auto (per layer, where it lowers the layer's "
+                        "output error on held-out calibration rows), all (every layer; the bare flag), off")
+    q.add_argument("--adaround", action="store_true", help="learned rounding of the weight codes per layer (AdaRound)")
+    q.add_argument("--adaround-iters", type=int, metavar="N", help="AdaRound's Adam steps per layer (default 400)")
+    q.add_argument("--range-search", action="store_true",
+                   help="choose layer-input ranges and weight clipping by each layer's output MSE")
+    q.add_argument("--smoothquant", nargs="?", const=0.5, type=float, metavar="ALPHA",
+                   help="SmoothQuant: migrate LayerNorm outputs' outliers into the next matmuls' weights (alpha 0.5)")
 
 
 QUANT_ONLY = {"observer": "minmax", "skip": None, "skip_op": None, "keep_first_last": False, "equalize": False,
-              "bias_correction": False}  # flags that mean nothing without --quantize, with their defaults
+              "bias_correction": None, "adaround": False, "adaround_iters": None, "range_search": False,
+              "smoothquant": None}  # flags that mean nothing without --quantize, with their defaults
+BIAS_CORRECTION = {"auto": "auto", "all": True, "off": False}
 
 
 def _check_flags(args) -> None:
@@ -115,7 +125,10 @@ def quant_config(args, data=None, required: bool = False):
     return QuantConfig(
         scheme=scheme, calibration=data, observer=args.observer,
         skip=[s for s in (args.skip or "").split(",") if s], skip_ops=args.skip_op or [],
-        keep_first_last=args.keep_first_last, equalize=args.equalize, bias_correction=args.bias_correction,
+        keep_first_last=args.keep_first_last, equalize=args.equalize,
+        **({"bias_correction": BIAS_CORRECTION[args.bias_correction]} if args.bias_correction else {}),
+        adaround=args.adaround, range_search=args.range_search, smoothquant=args.smoothquant,
+        **({"adaround_iters": args.adaround_iters} if args.adaround_iters is not None else {}),
     )
 
 

@@ -122,7 +122,7 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
     from passes.quantize.schemes import parse_scheme
     from targets import get_target
 
-    from .calibration import calibrated_ranges, check_skip_names
+    from .calibration import calibrate_layerwise, calibrated_ranges, check_skip_names, refined_sites
     from .config import QuantConfig
     from .frontend import import_prepared, layer_calls, load_onnx, prepare_onnx
     from .ir import bindings, layer_names, user_inputs
@@ -165,11 +165,25 @@ def _plan(model, config, target, input_shapes, log) -> _Plan:
     for var, spec_in in zip(user_inputs(func), program.inputs):
         var_tensor[var] = spec_in.name
     check_skip_names(program.mod, config.skip)
-    ranges, means = calibrated_ranges(program.mod, scheme, config.calibration, config.observer, log is not None,
-                                      **dict(config.observer_options))
+    if config.smoothquant is not None:
+        raise SqueezeError("the onnx-qdq export does not replay smoothquant (it adds ops the ONNX model lacks): "
+                           "export without --smoothquant")
+    weights = shifts = None
+    if config.adaround or config.range_search or config.bias_correction == "auto":  # as the artifact's compile
+        sites = refined_sites(func, scheme, config.skip, config.skip_ops, config.keep_first_last,
+                              spec.integer_ops, config.layer_schemes)
+        refined, means = calibrate_layerwise(program.mod, scheme, config.calibration, config.observer, log is not None,
+                                             sites, config.adaround_iters if config.adaround else 0,
+                                             config.range_search, config.bias_correction == "auto",
+                                             **dict(config.observer_options))
+        ranges, weights, shifts = refined.ranges, refined.weights, refined.shifts
+    else:
+        ranges, means = calibrated_ranges(program.mod, scheme, config.calibration, config.observer, log is not None,
+                                          **dict(config.observer_options))
     names = layer_names(func)
     keep = layer_filter(config.skip, config.skip_ops, config.keep_first_last, func, frozenset(spec.integer_ops))
-    _, walk = realize_walk(func, scheme, ranges, keep, means if config.bias_correction else None)
+    _, walk = realize_walk(func, scheme, ranges, keep, means if config.bias_correction is True else None,
+                           weights=weights, shifts=shifts)
     if config.equalize:
         _check_equalized_float(walk.records, before, [b.value for b in layer_calls(func)], names)
     outputs = [o.name for o in proto.graph.output]

@@ -20,7 +20,7 @@ from .config import ImageFolder, QuantConfig
 from .errors import SqueezeError
 
 _OPTIONS = ("scheme", "observer", "skip", "skip_ops", "keep_first_last", "equalize", "bias_correction",
-            "observer_options")
+            "observer_options", "adaround", "adaround_iters", "range_search", "smoothquant")
 
 
 def _file_sha(path: str | os.PathLike) -> str:

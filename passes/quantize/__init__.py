@@ -7,7 +7,7 @@ rewrites the IR and nothing else.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import tvm
 from tvm import relax
@@ -64,6 +64,26 @@ def layer_filter(skip: Sequence[str], skip_ops: Sequence[str], keep_first_last: 
     return keep_float
 
 
+def layer_scheme_map(func: relax.Function, layer_schemes: Mapping[str, str | Scheme] | None,
+                     base: Scheme) -> dict[int, Scheme]:
+    """``{layer index: Scheme}`` of ``layer_schemes`` (``{"conv2d_3": "int4", ONNX node name: scheme}``):
+    the layers quantized otherwise than ``base``. Their activations must be ``base``'s (the codes
+    a layer writes are what its consumers read); unknown names are errors naming the layers."""
+    ids, out = layer_ids(func), {}
+    for name, scheme in (layer_schemes or {}).items():
+        parsed = scheme if isinstance(scheme, Scheme) else parse_scheme(scheme)
+        index = next((i for i, names in enumerate(ids) if name in names), None)
+        if index is None:
+            shown = ", ".join(sorted(ids[0])) if ids else "none"
+            raise SqueezeError(f"layer_schemes names a layer that is not in the model: {name!r}: use conv2d_N / "
+                               f"matmul_N or ONNX node names (e.g. {shown}; `squeeze inspect MODEL` lists them)")
+        if parsed.activations != base.activations or parsed.integer_only != base.integer_only:
+            raise SqueezeError(f"layer_schemes[{name!r}] = {parsed.name} changes the activations of {base.name}: "
+                               "a layer's own scheme may change its weights only (keep a layer float with skip)")
+        out[index] = parsed
+    return out
+
+
 @register_pass("realize")
 def realize(
     scheme: str | Scheme = "int8",
@@ -74,6 +94,9 @@ def realize(
     skip_ops: Sequence[str] = (),
     keep_first_last: bool = False,
     ops: Sequence[str] | None = None,
+    layer_schemes: Mapping[str, str] | None = None,
+    weights: dict | None = None,
+    shifts: dict | None = None,
 ) -> tvm.transform.Pass:
     """Rewrite ``main`` into the integer IR with calibrated activation ranges.
 
@@ -95,6 +118,13 @@ def realize(
         Keep the first and last conv/matmul layers float.
     ops : sequence of str, optional
         Layer kinds the target runs in integers (``TargetSpec.integer_ops``); others stay float.
+    layer_schemes : dict, optional
+        ``{layer: scheme}``: layers (``conv2d_3`` or ONNX node names) whose weights use another
+        scheme than ``scheme``, e.g. ``{"conv2d_3": "int4"}`` (mixed precision; see :func:`layer_scheme_map`).
+    weights, shifts : dict, optional
+        ``{layer var: (codes, per-channel scales)}`` replacing a layer's nearest rounding
+        (AdaRound, weight range search) and ``{layer var: per-channel shift}`` subtracted from its bias (per-layer bias
+        correction), as :func:`passes.quantize.reconstruct.refine` gives them.
 
     Returns
     -------
@@ -112,16 +142,18 @@ def realize(
     @user_errors
     def transform(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         keep = layer_filter(skip, skip_ops, keep_first_last, mod["main"], kinds)
-        return realize_module(mod, scheme, ranges, keep, means, observer)
+        return realize_module(mod, scheme, ranges, keep, means, observer,
+                              layer_scheme_map(mod["main"], layer_schemes, scheme), weights, shifts)
 
     return transform
 
 
 def realize_module(mod: tvm.IRModule, scheme: Scheme, ranges: dict, keep, means: dict | None,
-                   observer: str) -> tvm.IRModule:
+                   observer: str, layer_schemes: dict[int, Scheme] | None = None, weights: dict | None = None,
+                   shifts: dict | None = None) -> tvm.IRModule:
     """``mod`` with ``main`` realized in the integer IR (every other function kept), decisions
-    in ``squeeze.quantized``."""
-    new, records = realize_function(mod["main"], scheme, ranges, keep, means)
+    in ``squeeze.quantized``; ``layer_schemes``: layer index -> its own scheme."""
+    new, records = realize_function(mod["main"], scheme, ranges, keep, means, layer_schemes, weights, shifts)
     new = new.with_attr("squeeze.quantized", json.dumps({"scheme": scheme.name, "observer": observer,
                                                           "layers": records}))
     return replace_main(mod, new)

@@ -213,6 +213,9 @@ class _Walk:
     splits: dict = field(default_factory=dict)  # original split var -> (its codes' tuple, QTensor, call)
     order: list = field(default_factory=list)   # all bindings, in order
     position: int = 0                            # index of the binding being visited
+    layer_schemes: dict = field(default_factory=dict)  # layer index -> its own Scheme (mixed precision)
+    weights: dict = field(default_factory=dict)  # layer var -> (codes, scales) chosen for it (AdaRound, range search)
+    shifts: dict = field(default_factory=dict)   # layer var -> per-channel output shift subtracted from the bias
 
     # ---- views of an original value --------------------------------------------------------
     def as_float(self, v: relax.Expr) -> relax.Expr:
@@ -304,15 +307,21 @@ class _Walk:
         xq = self.as_quant(x, spec)
         if xq is None or (chain[-1] not in self.ranges and not self.is_output(chain[-1])):
             return False
-        w_scale, _ = self.scheme.weight_qparams(weight, w_axis)
-        if bias is not None:
-            w_scale = _bias_fitting(w_scale, bias, xq.scale)
-        codes = self.scheme.weights.quantize(weight, _along(w_scale, weight.ndim, w_axis), 0).astype("int8")
+        chosen, chosen_scale = self.weights.get(binding.var, (None, None))
+        w_scale = self.scheme.weight_qparams(weight, w_axis)[0] if chosen is None else chosen_scale
+        fitted = w_scale if bias is None else _bias_fitting(w_scale, bias, xq.scale)
+        codes = self.scheme.weights.quantize(weight, _along(fitted, weight.ndim, w_axis), 0).astype("int8")
+        if chosen is not None:  # the chosen codes, except where the bias forced a larger scale
+            codes = np.where(_along(np.asarray(fitted) == np.asarray(w_scale), weight.ndim, w_axis), chosen,
+                             codes).astype("int8")
+        w_scale = fitted
         if self.means is not None and x in self.means:
             groups = int(call.attrs.groups) if conv else 1
             error = codes * _along(w_scale, weight.ndim, w_axis) - weight
             bias = (np.zeros(channels) if bias is None else bias) - _weight_error_shift(error, self.means[x], w_axis,
                                                                                         groups)
+        if binding.var in self.shifts:
+            bias = (np.zeros(channels) if bias is None else bias) - self.shifts[binding.var]
         self.layers[binding.var] = {"x": xq, "codes": codes, "w_scale": w_scale, "bias": bias, "chain": chain}
         if self.is_output(chain[-1]):  # keep the exact int32 result: no 8-bit clip of model outputs
             self.env[chain[-1]] = self.bb.emit(integer_layer(call, xq, codes, w_scale, bias, act,
@@ -488,13 +497,17 @@ class _Walk:
             self.set_quant(binding.var, relax.TupleGetItem(parts, call.index), q.scale, q.zero, q.spec)
             return
         if op in LAYER_OPS:
-            reason = self.keep_float(layer_index, call)
-            if not reason:
-                done = self.weighted_layer(binding) if isinstance(call.args[1], Const) \
-                    else op == "relax.matmul" and self.activation_matmul(binding)
-                reason = "" if done else "no calibrated range"
-            self.records.append({"index": layer_index, "mode": self.scheme.name if done else "float",
-                                 "reason": reason})
+            base, self.scheme = self.scheme, self.layer_schemes.get(layer_index, self.scheme)
+            try:
+                reason = self.keep_float(layer_index, call)
+                if not reason:
+                    done = self.weighted_layer(binding) if isinstance(call.args[1], Const) \
+                        else op == "relax.matmul" and self.activation_matmul(binding)
+                    reason = "" if done else "no calibrated range"
+                self.records.append({"index": layer_index, "mode": self.scheme.name if done else "float",
+                                     "reason": reason})
+            finally:
+                self.scheme = base
         elif op == "relax.add" and all(isinstance(a, relax.Var) for a in call.args):
             done = self.merge(binding, list(call.args[:2]), lambda t: relax.op.add(t[0], t[1]))
         elif op == "relax.multiply" and all(isinstance(a, relax.Var) for a in call.args) \
@@ -517,24 +530,33 @@ class _Walk:
 
 
 def realize_function(func: relax.Function, scheme: Scheme, ranges: dict, keep_float: Callable[[int, relax.Call], str],
-                     means: dict | None = None) -> tuple[relax.Function, list[dict]]:
+                     means: dict | None = None,
+                     layer_schemes: dict[int, Scheme] | None = None, weights: dict | None = None,
+                     shifts: dict | None = None) -> tuple[relax.Function, list[dict]]:
     """Rewrite one Relax function into the integer IR; returns it and per-layer records.
 
-    ``means`` (per-channel input means from calibration) turns on bias correction.
+    ``means`` (per-channel input means from calibration) turns on bias correction;
+    ``layer_schemes`` gives some layers (by index) a scheme of their own (mixed precision);
+    ``weights`` (``{layer var: (codes, per-channel scales)}``) replace a layer's nearest rounding
+    (learned rounding, weight clipping) and ``shifts`` (``{layer var: per-channel output
+    shift}``) are subtracted from those layers' biases (per-layer bias correction).
     """
-    new, walk = realize_walk(func, scheme, ranges, keep_float, means)
+    new, walk = realize_walk(func, scheme, ranges, keep_float, means, layer_schemes, weights, shifts)
     return new, walk.records
 
 
 def realize_walk(func: relax.Function, scheme: Scheme, ranges: dict, keep_float: Callable[[int, relax.Call], str],
-                 means: dict | None = None) -> tuple[relax.Function, _Walk]:
+                 means: dict | None = None,
+                 layer_schemes: dict[int, Scheme] | None = None, weights: dict | None = None,
+                 shifts: dict | None = None) -> tuple[relax.Function, _Walk]:
     """:func:`realize_function`, returning the walk itself: ``quant`` (each original var held in
     integers and its codes' scale and zero point; those made from a float value are also in
     ``views``), ``layers`` (codes, scales, bias and chain of each integer layer), ``consumed``
     and ``records``. Exporters (``compiler.onnx_export``) read Squeeze's decisions from it.
     """
     uses, consumer = use_counts(func)
-    walk = _Walk(scheme, ranges, keep_float, uses, consumer, means)
+    walk = _Walk(scheme, ranges, keep_float, uses, consumer, means, layer_schemes=dict(layer_schemes or {}),
+                 weights=dict(weights or {}), shifts=dict(shifts or {}))
     params = user_inputs(func)
     with walk.bb.function("main", params, attrs=dict(func.attrs) if func.attrs else None):
         with walk.bb.dataflow():
