@@ -24,7 +24,7 @@ from tvm.s_tir.schedule import SBlockRV, ScheduleError
 
 from ..schedules import RULE_ATTR
 from ..schedules.common import inline_injective
-from .intrin import INTRINSICS, SHARED, fragment_a, fragment_c
+from .intrin import SHARED, fragment_a, fragment_c, intrinsics
 from .kernels import KERNEL_ATTR, TILE_ATTR, VECTOR_ATTR, GemmTile
 
 ASYNC_COPY = {"tirx.use_async_copy": True}  # PassContext config: pipelined copies become cp.async
@@ -103,11 +103,11 @@ def schedule_gemm(sch: s_tir.Schedule, block: SBlockRV, tile: GemmTile) -> None:
     sch.transform_layout(a_frag, ("write", 0), fragment_a)
     sch.transform_layout(w_frag, ("write", 0), fragment_a)  # W[N, K] is laid out like A[M, K]
     sch.transform_layout(acc, ("read", 0), fragment_c)
-    sch.tensorize(_fragment_loop(sch, a_frag), INTRINSICS["load_a"])
-    sch.tensorize(_fragment_loop(sch, w_frag), INTRINSICS["load_b"])
-    sch.tensorize(sch.get_loops(inner)[-3], INTRINSICS["compute"])
-    sch.tensorize(sch.get_loops(init)[-2], INTRINSICS["init"])
-    sch.tensorize(sch.get_loops(acc)[-2], INTRINSICS["store_shared" if fused_epilogue else "store_global"])
+    sch.tensorize(_fragment_loop(sch, a_frag), intrinsics()["load_a"])
+    sch.tensorize(_fragment_loop(sch, w_frag), intrinsics()["load_b"])
+    sch.tensorize(sch.get_loops(inner)[-3], intrinsics()["compute"])
+    sch.tensorize(sch.get_loops(init)[-2], intrinsics()["init"])
+    sch.tensorize(sch.get_loops(acc)[-2], intrinsics()["store_shared" if fused_epilogue else "store_global"])
     stages = [0, 0, tile.stages - 1]  # copies of A and W run stages - 1 chunks ahead of the MMAs
     sch.annotate(k0, "software_pipeline_stage", stages)
     sch.annotate(k0, "software_pipeline_order", [0, 1, 2])
