@@ -82,6 +82,7 @@ def test_fake_quant_matches_the_grid():
     assert fake_quant(np.zeros(3, np.float32), spec, -1.0, 2.0).tolist() == [0.0, 0.0, 0.0]  # zero is exact
 
 
+@pytest.mark.slow  # a whole compile and calibration: 40-57 s on a loaded 2-core machine
 def test_adaround_end_to_end_int4_closer_to_fp32():
     """int4 weights (where rounding matters most): the learned codes bring the model nearer FP32."""
     model = small_cnn()

@@ -1,5 +1,6 @@
 """Per-layer bias correction and the output-MSE range search (passes.quantize.reconstruct)."""
 import numpy as np
+import pytest
 from graphs import run_ort, small_cnn
 from quant_utils import runner
 
@@ -64,6 +65,7 @@ def test_range_search_never_worse_on_its_rows():
     assert ranges[sites[0].x][0] <= lo < 0 < hi < ranges[sites[0].x][1]  # clipped, never widened
 
 
+@pytest.mark.slow  # a whole compile and calibration: 40-57 s on a loaded 2-core machine
 def test_bias_correction_modes_end_to_end():
     """int4 weights on positive inputs: both modes bring the model nearer FP32 (ONNX Runtime)."""
     model = small_cnn()

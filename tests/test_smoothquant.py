@@ -1,5 +1,6 @@
 """SmoothQuant (passes.quantize.smoothquant): function kept, outliers moved into the weights."""
 import numpy as np
+import pytest
 import onnx
 from graphs import GraphBuilder
 from onnx import numpy_helper
@@ -63,6 +64,7 @@ def test_function_unchanged_within_float_tolerance():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(np.abs(want).max()))
 
 
+@pytest.mark.slow  # a whole compile and calibration: 40-57 s on a loaded 2-core machine
 def test_smoothquant_lowers_int8_error():
     calib, test = _data(16, 2), _data(8, 3)
     fp32 = runner(_program(residual=False))

@@ -23,6 +23,7 @@ from tvm.s_tir import dlight
 from tvm.s_tir.schedule import SBlockRV, ScheduleError
 
 from ..schedules import RULE_ATTR
+from ..integer.schedule import _around
 from ..schedules.common import inline_injective
 from .intrin import SHARED, fragment_a, fragment_c, intrinsics
 from .kernels import KERNEL_ATTR, TILE_ATTR, VECTOR_ATTR, GemmTile
@@ -38,14 +39,6 @@ def kernel_block(sch: s_tir.Schedule) -> tuple[SBlockRV, str] | None:
         if kind is not None:
             return block, str(kind)
     return None
-
-
-def _around(sch: s_tir.Schedule, main: SBlockRV) -> tuple[list[SBlockRV], SBlockRV]:
-    """The producers of ``main`` and its epilogue: every consumer inlined into the last one."""
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    at = [i for i, b in enumerate(blocks) if sch.get(b).same_as(sch.get(main))][0]
-    inline_injective(sch, blocks[at + 1:-1])
-    return blocks[:at], sch.get_child_blocks(sch.get_sblock("root"))[-1]
 
 
 def _bind_flat(sch: s_tir.Schedule, block: SBlockRV, ndim: int, warps: int, vector: int) -> None:
