@@ -45,6 +45,13 @@ cross:
 	  || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq $(CROSS_PACKAGES) || (apt-get update -qq && apt-get install -y -qq $(CROSS_PACKAGES))); } \
 	  || echo "note: ARM tests will skip: install $(CROSS_PACKAGES) (apt-get, as root)"
 
+# Debian's headless Chromium, for the HTML report's browser test (tests/test_report_html.py skips without it).
+.PHONY: browser
+browser:
+	@command -v chromium >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && (apt-get install -y -qq chromium || (apt-get update -qq && apt-get install -y -qq chromium)); } \
+	  || echo "note: the report's browser test will skip: install chromium (apt-get, as root)"
+
 # An AArch64 Python with the TVM runtime under qemu-aarch64, for the emulated whole-model tests
 # (tests/test_arm_deploy.py skips without it): Debian arm64 packages and PyPI's aarch64 wheels.
 .PHONY: arm-sysroot
@@ -54,7 +61,7 @@ arm-sysroot: install cross
 demo: install data
 	$(VENV)/bin/python -m compiler.demo
 
-test: install torch data cross
+test: install torch data cross browser
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS) tests
 
 test-all: PYTEST_ARGS :=
