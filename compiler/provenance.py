@@ -23,7 +23,8 @@ _OPTIONS = ("scheme", "observer", "skip", "skip_ops", "keep_first_last", "equali
             "observer_options", "adaround", "adaround_iters", "range_search", "smoothquant")
 
 
-def _file_sha(path: str | os.PathLike) -> str:
+def file_sha(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -34,7 +35,7 @@ def _file_sha(path: str | os.PathLike) -> str:
 def _folder_sha(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        digest.update(str(f.relative_to(path)).encode() + b"\0" + _file_sha(f).encode())
+        digest.update(str(f.relative_to(path)).encode() + b"\0" + file_sha(f).encode())
     return digest.hexdigest()
 
 
@@ -51,7 +52,7 @@ def _calibration(data) -> dict:
         return {"kind": "images", "path": str(Path(data.path).resolve()), "sha256": _folder_sha(data.path),
                 "mean": list(data.mean), "std": list(data.std), "grayscale": data.grayscale}
     if isinstance(data, (str, os.PathLike)):
-        return {"kind": "npz", "path": str(Path(data).resolve()), "sha256": _file_sha(data)}
+        return {"kind": "npz", "path": str(Path(data).resolve()), "sha256": file_sha(data)}
     if isinstance(data, Mapping):
         return {"kind": "arrays", "sha256": _arrays_sha(data)}
     return {"kind": type(data).__name__}
@@ -61,7 +62,7 @@ def record(model, input_shapes: Mapping[str, Sequence[int]] | None, quantize: Qu
            pruned: bool, passes: Sequence[str]) -> dict:
     """The manifest's ``source`` entry for a quantized compile (see the module docstring)."""
     is_path = isinstance(model, (str, os.PathLike))
-    raw = _file_sha(model) if is_path else hashlib.sha256(model.SerializeToString()).hexdigest()
+    raw = file_sha(model) if is_path else hashlib.sha256(model.SerializeToString()).hexdigest()
     return {
         "model": {"path": str(Path(model).resolve()) if is_path else None, "sha256": raw},
         "input_shapes": {k: list(v) for k, v in (input_shapes or {}).items()},
@@ -87,7 +88,7 @@ def replay(source: dict | None, artifact: str, calib: str | None = None):
     model = source["model"]["path"]
     if model is None:
         raise SqueezeError(f"{artifact} was compiled from an in-memory model: export from the ONNX model")
-    if not os.path.isfile(model) or _file_sha(model) != source["model"]["sha256"]:
+    if not os.path.isfile(model) or file_sha(model) != source["model"]["sha256"]:
         state = "is missing" if not os.path.isfile(model) else "has changed since"
         raise SqueezeError(f"{artifact} was compiled from {model}, which {state}: export from the ONNX model "
                            "with the same options (squeeze export model.onnx --quantize ... --calib ...)")
@@ -111,7 +112,7 @@ def _calibration_source(rec: dict, artifact: str, calib: str | None):
         sha = _folder_sha(path) if os.path.isdir(path) else None
     else:
         source = path
-        sha = _file_sha(path) if kind == "npz" else _npz_sha(path)
+        sha = file_sha(path) if kind == "npz" else _npz_sha(path)
     if sha != rec["sha256"]:
         raise SqueezeError(f"{path} is not the calibration data {artifact} was made with (its SHA-256 differs): "
                            "give that data with --calib, or export from the ONNX model")

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import SqueezeError
+from .provenance import file_sha
 
 CHECKPOINT = "search.json"
 FORMAT = 1
@@ -309,14 +310,6 @@ class SearchResult:
     search_dir: Path
     evaluated: int = 0
     records: list[dict] = field(default_factory=list)
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Search:
@@ -950,7 +943,7 @@ def optimize(model, target=None, *, calibration, validation, goal: str | Goal = 
     search_dir = Path(search_dir) if search_dir is not None else output.with_name(output.stem + ".search")
     model_path = model if isinstance(model, (str, os.PathLike)) else None
     identity = {"model_name": Path(model_path).name if model_path else proto.graph.name,
-                "model_sha256": file_digest(model_path) if model_path else
+                "model_sha256": file_sha(model_path) if model_path else
                 hashlib.sha256(proto.SerializeToString()).hexdigest(),
                 "target": spec.name, "goal": goal.text, "metric": chosen.name,
                 "validation_sha256": hashlib.sha256(b"".join(np.ascontiguousarray(data[k]).tobytes()
