@@ -39,7 +39,6 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .errors import SqueezeError
-from .provenance import file_sha
 
 CHECKPOINT = "search.json"
 FORMAT = 1
@@ -941,6 +940,8 @@ def optimize(model, target=None, *, calibration, validation, goal: str | Goal = 
         raise SqueezeError(f"metric {chosen.name} needs labels and {source} has no '{LABELS}' array: add one "
                            f"(numpy.savez(path, input=x, labels=y)) or use --metric agreement")
     search_dir = Path(search_dir) if search_dir is not None else output.with_name(output.stem + ".search")
+    from .provenance import file_sha  # here: provenance imports TVM, and the CLI imports this module
+
     model_path = model if isinstance(model, (str, os.PathLike)) else None
     identity = {"model_name": Path(model_path).name if model_path else proto.graph.name,
                 "model_sha256": file_sha(model_path) if model_path else
