@@ -10,7 +10,7 @@ import compiler
 from compiler.errors import SqueezeError
 from graphs import GraphBuilder
 from targets import get_target, host_target, integer
-from targets.integer.isa import DotISA, get_isa, register_isa
+from targets.integer.isa import DotISA, define_intrin, dot_desc, get_isa, register_isa, use_intrin
 from targets.integer.kernels import ConvShape, conv2d
 from targets.integer.schedule import schedule_int8
 from targets.x86.intrin import ISAS, VNNI
@@ -30,6 +30,23 @@ def _calib(n: int = 4) -> dict:
 
 def _layers(art) -> list[dict]:
     return art.manifest.summary["quantization"]["layers"]
+
+
+def test_declared_intrinsics_are_built_once_on_first_use():
+    """Importing a target only declares its tensor intrinsics; the first schedule using one builds it."""
+    from tvm.s_tir import TensorIntrin
+
+    built = []
+
+    def make():
+        built.append(1)
+        return dot_desc(4, 4, "int8", "int8"), dot_desc(4, 4, "int8", "int8")
+
+    define_intrin("squeeze_test_declared", make)
+    with pytest.raises(Exception):
+        TensorIntrin.get("squeeze_test_declared")
+    assert use_intrin("squeeze_test_declared") == use_intrin("squeeze_test_declared") == "squeeze_test_declared"
+    assert built == [1] and TensorIntrin.get("squeeze_test_declared") is not None
 
 
 def test_unknown_isa_is_an_error_not_a_fallback():

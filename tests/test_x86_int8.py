@@ -20,6 +20,7 @@ from passes.quantize.requantize import Requant, requantize_reference
 from targets import get_target
 from targets.integer import select_isa
 from passes.quantize.schemes import QuantSpec
+from targets.integer.depthwise_dot import depthwise_dot, pack_depthwise_dot_weight, quad_rows
 from targets.integer.kernels import (ConvShape, conv2d, depthwise_conv2d, depthwise_dtype, pack_conv_weight,
                                      pack_depthwise_weight, pack_matmul_weight, width_fold)
 from targets.integer.schedule import schedule_int8
@@ -57,6 +58,8 @@ CONV_CASES = [  # (N, C, H, W, O, k, stride, pad, dilation, groups, input zero p
     (1, 12, 7, 9, 36, 3, 1, 1, 1, 3, 5),     # grouped, 4 in / 12 out per group
     (1, 6, 12, 12, 6, 3, 1, 1, 1, 6, 0),     # depthwise
     (2, 40, 9, 9, 40, 5, 2, 2, 1, 40, 7),    # depthwise 5x5 stride 2, batch 2
+    (2, 16, 6, 28, 16, 3, 1, 1, 1, 16, 5),  # depthwise 3x3 on row quads (VNNI), two output rows per quad
+    (1, 32, 5, 30, 32, 5, 1, 2, 1, 32, 0),  # depthwise 5x5 on row quads, odd height: one row per quad
     (1, 64, 14, 14, 48, 1, 1, 0, 1, 1, 0),   # 48 = 3 vectors of 16
 ]
 
@@ -129,17 +132,71 @@ def test_stem_folds_columns_or_planes():
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_signed_activations_are_shifted(target):
+@pytest.mark.parametrize("channels,groups", [(5, 1), (16, 16)], ids=["conv", "depthwise"])
+def test_signed_activations_are_shifted(target, channels, groups):
     """int8 activations (symmetric schemes) go through the uint8 kernels shifted by 128."""
     rng = np.random.default_rng(3)
-    x_codes = rng.integers(-128, 128, (1, 5, 8, 8)).astype(np.int8)
+    x_codes = rng.integers(-128, 128, (1, channels, 8, 8)).astype(np.int8)
     x_codes[0, 0, 0, :2] = (-128, 127)
-    codes = rng.integers(-128, 128, (9, 5, 3, 3)).astype(np.int8)
+    out_channels = 9 if groups == 1 else channels
+    codes = rng.integers(-128, 128, (out_channels, channels // groups, 3, 3)).astype(np.int8)
     x = relax.Var("x", relax.TensorType(x_codes.shape, "int8"))
-    program = layer_program(x, lambda: relax.op.nn.conv2d(x, relax.const(codes), padding=[1] * 4,
+    program = layer_program(x, lambda: relax.op.nn.conv2d(x, relax.const(codes), padding=[1] * 4, groups=groups,
                                                           out_dtype="int32"))
     got = _run(program, target, x_codes)
-    np.testing.assert_array_equal(got, numpy_conv(x_codes, codes, 1, 1, 1, 1, pad_value=0))
+    np.testing.assert_array_equal(got, numpy_conv(x_codes, codes, 1, 1, 1, groups, pad_value=0))
+
+
+DEPTHWISE_DOT_CASES = [  # (N, C, H, W, k, stride, pad): rows per quad group 2, 1 (odd height), 1 (stride 2)
+    (1, 16, 12, 12, 3, 1, 1),
+    (2, 48, 7, 9, 3, 1, 1),
+    (1, 32, 13, 11, 3, 2, 1),
+    (1, 16, 10, 6, 5, 1, 2),
+    (1, 16, 9, 9, 7, 1, 3),
+    (1, 32, 6, 6, 1, 1, 0),
+]
+
+
+@needs_host("x86-vnni")
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+@pytest.mark.parametrize("case", DEPTHWISE_DOT_CASES, ids=lambda c: "n{}c{}h{}w{}k{}s{}p{}".format(*c))
+def test_depthwise_dot_kernel_bit_exact(case, layout):
+    """The row-quad depthwise kernel alone (any stride, kernel size and quads per window)."""
+    n, c, h, w, k, stride, pad = case
+    shape = ConvShape(n, h, w, c, c, k, k, (stride,) * 2, (pad,) * 4, (1, 1), c)
+    rng = np.random.default_rng(sum(case))
+    x = rng.integers(0, 256, (n, c, h, w)).astype(np.uint8)
+    x[0, 0, 0, 0], x[-1, -1, -1, -1] = 255, 255
+    weight = rng.integers(-128, 128, (c, 1, k, k)).astype(np.int8)
+    weight[0, 0, 0, 0] = -128
+    target = get_target("x86-vnni").target
+    lib = tvm.compile(schedule_int8(depthwise_dot(shape, VNNI, 201, layout), target).mod, target)
+    out = tvm.runtime.tensor(np.zeros((n, shape.out_height, shape.out_width, c), np.int32))
+    lib(tvm.runtime.tensor(x if layout == "NCHW" else x.transpose(0, 2, 3, 1).copy()),
+        tvm.runtime.tensor(pack_depthwise_dot_weight(weight, shape)), out)
+    want = numpy_conv(x, weight, stride, pad, 1, c, pad_value=201).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_depthwise_dot_packs_rows_per_output_row():
+    """Output row ``s`` of a quad group reads rows ``s .. s + KH - 1`` of the group's quads."""
+    shape = ConvShape(1, 8, 8, 16, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 16)
+    assert quad_rows(shape) == 2 and quad_rows(ConvShape(1, 7, 7, 16, 16, 3, 3, (1, 1), (1,) * 4, (1, 1), 16)) == 1
+    weight = np.arange(16 * 9).reshape(16, 1, 3, 3).astype(np.int8)
+    packed = pack_depthwise_dot_weight(weight, shape)  # [R, KW, J, C, 4]
+    assert packed.shape == (2, 3, 1, 16, 4)
+    np.testing.assert_array_equal(packed[0, 2, 0, 5], [weight[5, 0, 0, 2], weight[5, 0, 1, 2], weight[5, 0, 2, 2], 0])
+    np.testing.assert_array_equal(packed[1, 0, 0, 5], [0, weight[5, 0, 0, 0], weight[5, 0, 1, 0], weight[5, 0, 2, 0]])
+
+
+@needs_host("x86-vnni")
+@pytest.mark.parametrize("stride,width,kind", [(1, 28, "int8 depthwise_dot"), (2, 56, "int8 depthwise"),
+                                               (1, 14, "int8 depthwise")])
+def test_depthwise_kernel_choice(stride, width, kind):
+    """VNNI runs stride-1 depthwise layers at least 28 pixels wide on row quads, others on the float kernel."""
+    program, _, _ = conv_layer((1, 16, 4, width, 16, 3, stride, 1, 1, 16), U8, 3, U8_OUT, fixed=False, seed=1)
+    kernels = kernel_table(lower(program, get_target("x86-vnni")))
+    assert kind in {k["kernel"] for k in kernels.values()}, kernels
 
 
 @pytest.mark.parametrize("isa", [VNNI, AVX512, AVX2], ids=lambda i: i.name)

@@ -28,10 +28,12 @@ adjacent pairs into the int32 accumulators: bit-exact, unlike the saturating ``s
 """
 from __future__ import annotations
 
-from tvm.s_tir import TensorIntrin
+from typing import Callable
+
+from tvm import tirx
 from tvm.script import tirx as T
 
-from ..integer.isa import DotISA, dot_desc, register_isa
+from ..integer.isa import DotISA, define_intrin, dot_desc, register_isa
 
 
 def _dot_impl(dtype: str, llvm_name: str):
@@ -94,28 +96,28 @@ def _mmla_impl(dtype: str, llvm_name: str):
     return impl
 
 
-def _register(isa: DotISA, impl) -> DotISA:
-    """Register ``isa`` and its tensor intrinsic (description :func:`dot_desc`, implementation ``impl``)."""
-    desc = dot_desc(isa.lanes, isa.group, isa.act_dtype, isa.weight_dtype, rows=isa.rows)
-    TensorIntrin.register(isa.intrin, desc, impl, override=True)
+def _register(isa: DotISA, impl: Callable[[], tirx.PrimFunc]) -> DotISA:
+    """Register ``isa`` and declare its tensor intrinsic (description :func:`dot_desc`, implementation ``impl()``)."""
+    define_intrin(isa.intrin, lambda: (dot_desc(isa.lanes, isa.group, isa.act_dtype, isa.weight_dtype, rows=isa.rows),
+                                       impl()))
     return register_isa(isa)
 
 
 def _mmla(name: str, dtype: str) -> DotISA:
     return _register(DotISA(name, 2, 8, dtype, dtype, f"squeeze_mmla_2x2x8_{name}", registers=32, vector_bytes=16,
                             features=("neon", "i8mm"), instruction=name, rows=2),
-                     _mmla_impl(dtype, f"llvm.aarch64.neon.{name}.v4i32.v16i8"))
+                     lambda: _mmla_impl(dtype, f"llvm.aarch64.neon.{name}.v4i32.v16i8"))
 
 
 def _dot(name: str, dtype: str) -> DotISA:
     return _register(DotISA(name, 4, 4, dtype, dtype, f"squeeze_dot_4x4_{name}", registers=32, vector_bytes=16,
                             features=("neon", "dotprod"), instruction=name),
-                     _dot_impl(dtype, f"llvm.aarch64.neon.{name}.v4i32.v16i8"))
+                     lambda: _dot_impl(dtype, f"llvm.aarch64.neon.{name}.v4i32.v16i8"))
 
 
 SMMLA, UMMLA = _mmla("smmla", "int8"), _mmla("ummla", "uint8")
 SDOT, UDOT = _dot("sdot", "int8"), _dot("udot", "uint8")
 NEON = _register(DotISA("neon", 4, 2, "int8", "int8", "squeeze_dot_4x2_smull", registers=32, vector_bytes=16,
-                        features=("neon",), instruction="smull+sadalp"), _smull_sadalp_impl())
+                        features=("neon",), instruction="smull+sadalp"), _smull_sadalp_impl)
 ISAS = (SMMLA, SDOT, NEON)  # int8 activations, best first
 UNSIGNED_ISAS = (UMMLA, UDOT)  # uint8 activations, best first

@@ -47,8 +47,10 @@ def _support(isa: DotISA, ops: tuple[str, ...]) -> tuple[OpSupport, ...]:
         "conv2d": OpSupport("conv2d", dtypes, f"NHWC, {packed}", f"{isa.instruction} direct conv {epilogue}"),
         "grouped_conv2d": OpSupport("grouped_conv2d", dtypes, "NHWC, per-group packing",
                                     f"{isa.instruction} direct conv"),
-        "depthwise_conv2d": OpSupport("depthwise_conv2d", dtypes, "NHWC, weights [KH,KW,C] int32",
-                                      f"vectorized direct conv {epilogue}"),
+        "depthwise_conv2d": OpSupport("depthwise_conv2d", dtypes, "NHWC, weights [KH,KW,C] float32/int32"
+                                      + (", stride 1: [R,KW,KH/4,C,4] int8" if isa.lanewise else ""),
+                                      (f"{isa.instruction} on row quads at stride 1, else " if isa.lanewise else "")
+                                      + f"vectorized direct conv {epilogue}"),
         "matmul": OpSupport("matmul", dtypes,
                             f"weights [N/{isa.lanes},K/{isa.group},{isa.lanes},{isa.group}] {stored}",
                             f"{isa.instruction} GEMM {epilogue}"),

@@ -1,15 +1,18 @@
 """Integer dot-product ISA descriptions: what the shared kernels need to know about an instruction.
 
 A target registers one :class:`DotISA` per instruction it tensorizes with (x86 ``vpdpbusd``,
-ARM ``sdot``, ...) and a TensorIntrin named ``intrin`` whose description is :func:`dot_desc`.
+ARM ``sdot``, ...) and declares a TensorIntrin named ``intrin`` whose description is
+:func:`dot_desc` (:func:`define_intrin`: built when a schedule first uses it).
 The kernels, packing, register tiling and tuning space of :mod:`targets.integer` are written
 against these fields only; an ISA name that is not registered is an error, never a fallback.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
+from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
 from compiler.errors import SqueezeError
@@ -56,6 +59,10 @@ class DotISA:
         of a lane's ``group · weight_bits / 8`` holds weights ``j + m · group · weight_bits / 8``
         at bit ``m · weight_bits``, as ``w + 2^(weight_bits - 1)``; the intrinsic unpacks them in
         registers (:func:`packed_desc`).
+    lanewise : str
+        Registered tensor intrinsic of the same instruction without the broadcast, ``C[i] +=
+        Σ_k byte_k(A[i]) · B[i, k]`` (description: :func:`lanewise_desc`), which the depthwise
+        kernel of :mod:`.depthwise_dot` needs; empty where the ISA has none.
     """
 
     name: str
@@ -70,6 +77,7 @@ class DotISA:
     instruction: str = ""
     rows: int = 1
     weight_bits: int = 8
+    lanewise: str = ""
 
     @property
     def weight_offset(self) -> int:
@@ -98,6 +106,25 @@ class DotISA:
 
 
 _ISAS: dict[str, DotISA] = {}
+_PENDING: dict[str, Callable[[], tuple]] = {}  # declared tensor intrinsics not yet built
+_PENDING_LOCK = threading.Lock()
+
+
+def define_intrin(name: str, make: Callable[[], tuple]) -> None:
+    """Declare TensorIntrin ``name``: ``make()`` returns its (description, implementation) and runs
+    on the first :func:`use_intrin` of ``name``. Parsing the TVMScript of an intrinsic takes
+    about 0.2 s, which importing a target (every ``squeeze`` command) should not pay."""
+    with _PENDING_LOCK:
+        _PENDING[name] = make
+
+
+def use_intrin(name: str) -> str:
+    """``name``, registered with TVM first if it was only declared (:func:`define_intrin`)."""
+    with _PENDING_LOCK:
+        make = _PENDING.pop(name, None)
+        if make is not None:
+            TensorIntrin.register(name, *make(), override=True)
+    return name
 
 
 def register_isa(isa: DotISA) -> DotISA:
@@ -185,6 +212,31 @@ def _matrix_desc(rows: int, lanes: int, group: int, act_dtype: str, weight_dtype
                 with T.sblock("update"):
                     vr, vi, vk = T.axis.remap("SSR", [r, i, k])
                     C[vr, vi] = C[vr, vi] + T.cast(A[vr, vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def word_byte(word: T.PrimExpr, k: T.PrimExpr) -> T.PrimExpr:
+    """Byte ``k`` (0 = least significant) of uint32 ``word``, as int32."""
+    return T.Cast("int32", T.bitwise_and(T.shift_right(word, T.Cast("uint32", k * 8)), T.uint32(255)))
+
+
+def lanewise_desc(lanes: int, weight_dtype: str):
+    """TensorIntrin description of a lane-wise dot product: ``C[i] += Σ_k byte_k(A[i]) · B[i, k]``
+    over the 4 unsigned bytes of each uint32 word ``A[i]`` (:func:`word_byte`)."""
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (lanes,), "uint32", offset_factor=1)
+        B = T.match_buffer(b, (lanes, 4), weight_dtype, offset_factor=1)
+        C = T.match_buffer(c, (lanes,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:lanes], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + word_byte(A[vi], vk) * T.Cast("int32", B[vi, vk])
 
     return desc
 

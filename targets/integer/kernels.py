@@ -7,7 +7,8 @@ Weights are packed once, at compile time, so that one instruction's operand is c
 
 - conv2d / grouped conv2d: ``[G, ceil(OCg/L), KH, KW, ceil(ICg/Gk), L, Gk]`` where ``L`` and
   ``Gk`` are the ISA's lanes and group (:mod:`.intrin`), zero-padded;
-- depthwise conv2d: ``[KH, KW, C]`` widened to float32 (exact) or int32;
+- depthwise conv2d: ``[KH, KW, C]`` widened to float32 (exact) or int32 (at stride 1 on ISAs with
+  a lane-wise dot product, :mod:`.depthwise_dot` instead);
 - matmul ``x[..., K] @ W[K, N]``: ``[ceil(N/L), ceil(K/Gk), L, Gk]``;
 
 in the ISA's weight dtype, as ``w + 128`` for unsigned × unsigned ISAs (``udot``, ``ummla``:

@@ -25,6 +25,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from compiler.ir import layer_kind
 
+from . import depthwise_dot
 from .isa import SIGNED_SHIFT, DotISA, isa_for, weight_bits_of
 from .kernels import ConvShape, conv2d, depthwise_conv2d, matmul, pack_conv_weight, pack_depthwise_weight, \
     pack_matmul_weight, window_sum
@@ -152,10 +153,15 @@ class _Rewriter(PyExprMutator):
         if layer is None:
             return call
         data, layout, pad_value, weight, shape = layer
-        isa = self._isa(data, weight)
+        # Depthwise kernels store int8 weights whatever bits they need (no sub-byte variant).
+        isa = isa_for(str(data.ty.dtype), self.isa, self.native) if shape.depthwise else self._isa(data, weight)
         data, shift = _shift(data, isa)
         pad_value += shift
-        if shape.depthwise:
+        if depthwise_dot.applies(shape, isa):
+            func, packed = depthwise_dot.depthwise_dot(shape, isa, pad_value, layout), \
+                depthwise_dot.pack_depthwise_dot_weight(weight, shape)
+            name = f"int8_depthwise_conv2d_{isa.name}"
+        elif shape.depthwise:
             func, packed = depthwise_conv2d(shape, isa, pad_value, layout), pack_depthwise_weight(weight, shape)
             name = "int8_depthwise_conv2d"
         else:

@@ -17,7 +17,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir.schedule import LoopRV, SBlockRV, ScheduleError
 
 from ..schedules.common import extents, inline_injective, vector_isa, vectorize_inner
-from .isa import DotISA, get_isa
+from .depthwise_dot import QUAD_ROWS_ATTR
+from .isa import DotISA, get_isa, use_intrin
 from .kernels import ISA_ATTR, KERNEL_ATTR, WINDOW_SUM_ATTR
 
 # Accumulators live in a stack buffer, which TVM only allows below 1024 bytes (larger ones
@@ -142,7 +143,8 @@ def schedule_kernel(sch: s_tir.Schedule, block: SBlockRV, kind: str) -> bool:
     decision, so the same template is MetaSchedule's search space (:mod:`.tuning`).
     """
     isa = block_isa(sch, block)
-    {"depthwise": _schedule_depthwise, "conv2d": _schedule_conv2d, "matmul": _schedule_matmul}[kind](sch, block, isa)
+    {"depthwise": _schedule_depthwise, "depthwise_dot": _schedule_depthwise_dot, "conv2d": _schedule_conv2d,
+     "matmul": _schedule_matmul}[kind](sch, block, isa)
     return True
 
 
@@ -151,6 +153,34 @@ def _split_tile(sch: s_tir.Schedule, loop: LoopRV, inner: int, max_inner: int) -
     (extent,) = extents(sch, [loop])
     factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=max_inner, decision=[extent // inner, inner])
     return sch.split(loop, factors)
+
+
+def _schedule_depthwise_dot(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
+    """Loops ``b, y, x, c | rx, rj, rk`` → ``par(b, c_out, y_out) [row quads], x_out | rj, rx,
+    y_in, x_in, [c_lane, rk] = lane-wise intrinsic`` (:mod:`.depthwise_dot`): each thread packs
+    the row quads of its ``R`` output rows and channel vector, then runs register tiles of
+    ``R`` rows × a run of pixels over them."""
+    (quads,), store = _around(sch, block)
+    rows = int(sch.get(block).annotations[QUAD_ROWS_ATTR])
+    b, y, x, c, rx, rj, rk = sch.get_loops(block)
+    (width,) = extents(sch, [x])
+    budget = min(MAX_ACC_BYTES // isa.vector_bytes, isa.registers - SPARE_REGISTERS) // rows
+    run = max(d for d in range(1, min(width, budget, MAX_TILE_ROWS) + 1) if width % d == 0)
+    yo, yi = sch.split(y, [None, rows])
+    co, lane = sch.split(c, [None, isa.lanes])
+    xo, xi = _split_tile(sch, x, run, MAX_TILE_ROWS)
+    sch.reorder(b, co, yo, xo, rj, rx, yi, xi, lane, rk)
+    outer = sch.fuse(b, co, yo)
+    sch.parallel(outer)
+    sch.compute_at(quads, outer)
+    vectorize_inner(sch, quads, isa.lanes)
+    if not sch.get(store).same_as(sch.get(block)):
+        _epilogue_at(sch, store, xo, isa.lanes)
+    for loop in (rx, yi, xi):
+        sch.unroll(loop)
+    init = sch.decompose_reduction(block, rj)
+    vectorize_inner(sch, init, isa.lanes)
+    sch.tensorize(lane, use_intrin(isa.lanewise))
 
 
 def _schedule_conv2d(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:
@@ -219,7 +249,7 @@ def _finish(sch: s_tir.Schedule, block: SBlockRV, store: SBlockRV, tile_loop: Lo
     init = sch.decompose_reduction(block, reduce)
     init_row, init_lane = sch.get_loops(init)[-2:]
     sch.vectorize(sch.fuse(init_row, init_lane))
-    sch.tensorize(row if isa.rows > 1 else lane, isa.intrin)
+    sch.tensorize(row if isa.rows > 1 else lane, use_intrin(isa.intrin))
 
 
 def _schedule_depthwise(sch: s_tir.Schedule, block: SBlockRV, isa: DotISA) -> None:

@@ -13,6 +13,9 @@ ISA         L   G  weight  instruction
 ``vnni_w2`` 16  16 int2    four ``vpdpbusd zmm``, weights four per byte
 ========== === === ====== ================================================================
 
+``vnni`` also has a lane-wise form (``squeeze_lanewise_16x4_vnni``: 16 words of 4 activation bytes,
+no broadcast), which the depthwise kernel of :mod:`..integer.depthwise_dot` runs on.
+
 ``vnni_w4`` / ``vnni_w2`` serve layers whose weights fit 4 / 2 bits (int4 and ternary schemes, low-bit
 QDQ/QONNX models): one 64-byte load holds two (four) groups of weights as fields ``w + 8``
 (``w + 2``), split by ``vpand`` (after ``vpsrlw``), and the legalization subtracts ``8 · Σ x``
@@ -35,23 +38,30 @@ from functools import cache
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from ..integer.isa import DotISA, dot_desc, packed_desc, register_isa
+from ..integer.isa import DotISA, define_intrin, dot_desc, lanewise_desc, packed_desc, register_isa
 
 
-def _vnni_impl():
+def _vnni_impl(lanewise: bool = False):
+    """``vpdpbusd``: 4 activation bytes broadcast to the 16 lanes, or (``lanewise``, the depthwise
+    kernel's) 16 words of 4 activation bytes each."""
+    extent, dtype = (16, "uint32") if lanewise else (4, "uint8")
+
+    def activations(A):
+        if lanewise:
+            return T.reinterpret(A.vload([0], dtype="uint32x16"), dtype="uint8x64")
+        return T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="uint8x64")
+
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (4,), "uint8", offset_factor=1)
+        A = T.match_buffer(a, (extent,), dtype, offset_factor=1)
         B = T.match_buffer(b, (16, 4), "int8", offset_factor=1)
         C = T.match_buffer(c, (16,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.reads(C[0:16], A[0:extent], B[0:16, 0:4])
             T.writes(C[0:16])
             C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="uint8x64"),
-                B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], dtype="int32x16"),
+                activations(A), B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
 
     return impl
 
@@ -112,7 +122,8 @@ def _pmaddwd_impl(lanes: int, llvm_name: str):
 
 
 VNNI = register_isa(DotISA("vnni", 16, 4, "uint8", "int8", "squeeze_dot_16x4_vnni", registers=32, vector_bytes=64,
-                            features=("avx512vnni", "avx512bw"), instruction="vpdpbusd"))
+                            features=("avx512vnni", "avx512bw"), instruction="vpdpbusd",
+                            lanewise="squeeze_lanewise_16x4_vnni"))
 AVX512 = register_isa(DotISA("avx512", 16, 2, "uint8", "int16", "squeeze_dot_16x2_avx512", registers=32,
                               vector_bytes=64, features=("avx512bw",), instruction="vpmaddwd zmm"))
 AVX2 = register_isa(DotISA("avx2", 8, 2, "uint8", "int16", "squeeze_dot_8x2_avx2", registers=16, vector_bytes=32,
@@ -123,15 +134,13 @@ VNNI4, VNNI2 = (register_isa(DotISA(f"vnni_w{bits}", 16, 32 // bits, "uint8", "u
 ISAS = (VNNI, AVX512, AVX2)  # best first
 NATIVE = {VNNI: (VNNI4, VNNI2)}  # beside an ISA, those for narrower weights
 
-TensorIntrin.register(VNNI.intrin, dot_desc(16, 4, "uint8", "int8"), _vnni_impl(), override=True)
+define_intrin(VNNI.intrin, lambda: (dot_desc(16, 4, "uint8", "int8"), _vnni_impl()))
+define_intrin(VNNI.lanewise, lambda: (lanewise_desc(16, "int8"), _vnni_impl(lanewise=True)))
 for _isa in (VNNI4, VNNI2):
-    TensorIntrin.register(_isa.intrin, packed_desc(16, _isa.group, "uint8", _isa.weight_bits),
-                          _vnni_packed_impl(_isa.weight_bits), override=True)
-TensorIntrin.register(AVX512.intrin, dot_desc(16, 2, "uint8", "int16"),
-                      _pmaddwd_impl(16, "llvm.x86.avx512.pmaddw.d.512"), override=True)
-TensorIntrin.register(AVX2.intrin, dot_desc(8, 2, "uint8", "int16"), _pmaddwd_impl(8, "llvm.x86.avx2.pmadd.wd"),
-                      override=True)
-
+    define_intrin(_isa.intrin, lambda bits=_isa.weight_bits: (packed_desc(16, 32 // bits, "uint8", bits),
+                                                             _vnni_packed_impl(bits)))
+define_intrin(AVX512.intrin, lambda: (dot_desc(16, 2, "uint8", "int16"), _pmaddwd_impl(16, "llvm.x86.avx512.pmaddw.d.512")))
+define_intrin(AVX2.intrin, lambda: (dot_desc(8, 2, "uint8", "int16"), _pmaddwd_impl(8, "llvm.x86.avx2.pmadd.wd")))
 
 @cache
 def fix_stock_vnni() -> None:
