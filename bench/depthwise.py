@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from compiler.timing import Engine, interleaved  # noqa: E402
-from lowbit import _cpu  # noqa: E402
+from lowbit import _cpu, kernel_us  # noqa: E402
 
 LAYERS = {  # name -> (kernel, channels, spatial size, stride): MobileNetV2's and EfficientNet-Lite0's
     "dw3-32-112": (3, 32, 112, 1),
@@ -103,19 +103,6 @@ def float_kernel_spec():
                                                                bitserial=spec.bitserial))
 
 
-def profiled_kernel(path: str, x: np.ndarray, runs: int) -> tuple[float, str]:
-    """Median µs of the artifact's depthwise kernel over ``runs`` profiled runs, and its kind."""
-    import compiler
-
-    art = compiler.load(path)
-    samples, kind = [], ""
-    for _ in range(runs):
-        row = next(r for r in art.profile({"input": x}) if "depthwise" in str(r["schedule"]))
-        samples.append(row["us"])
-        kind = str(row["schedule"])
-    return statistics.median(samples), kind
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", default=",".join(LAYERS))
@@ -151,7 +138,8 @@ def main() -> None:
             rows = {name: {"ms": statistics.median(s), "speedup_vs_float_kernel": statistics.median(
                 b / t for b, t in zip(base, s))} for name, s in samples.items()}
             for label in specs:
-                rows[label]["kernel_us"], rows[label]["kernel"] = profiled_kernel(engines[label], x, args.profiles)
+                rows[label]["kernel_us"], rows[label]["kernel"] = kernel_us(engines[label], x, args.profiles,
+                                                                            lambda s: "depthwise" in s)
             macs = c * k * k * ((hw + 2 * (k // 2) - k) // stride + 1) ** 2  # the depthwise layer's
             results["layers"][layer] = {"macs": macs, "engines": rows}
     results["load_after"] = Path("/proc/loadavg").read_text().split()[:3]

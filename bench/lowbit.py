@@ -12,7 +12,8 @@ bit-serial kernel; ``a8w8`` is the same layer at 8 bits compiled for the host ta
 byte); ONNX Runtime runs the 8-bit layer's Q/DQ form. Every engine runs in its own worker
 process, interleaved (:mod:`compiler.timing`); the table gives medians over rounds and the
 speed-up over int8. A second table gives the layer's own kernel (``Module.profile``: the fused
-conv/matmul kernel alone, without the model's input and output conversions, which both share),
+conv/matmul kernel alone, without the model's input and output conversions, which both share;
+median of ``--profiles`` runs),
 and the instruction limits of this CPU: ``bench/vnni_peak.c`` (``vpdpbusd``) and
 ``bench/popcnt_peak.c`` (the bit-serial step ``vpandq + vpopcntq + vpaddq``).
 
@@ -199,12 +200,18 @@ def resnet8(work: Path, threads: int, rounds: int, log) -> dict:
             for name, s in samples.items()}
 
 
-def kernel_us(path: str, x: np.ndarray) -> float:
-    """Microseconds of the artifact's integer layer kernel (int8 or bit-serial) in one profiled run."""
+def kernel_us(path: str, x: np.ndarray, runs: int, pick=lambda schedule: schedule.startswith(("int8", "bitserial"))
+              ) -> tuple[float, str]:
+    """Median microseconds over ``runs`` profiled runs of the artifact's first kernel whose schedule
+    ``pick`` accepts (default: the integer layer kernel, int8 or bit-serial), and that schedule."""
     import compiler
 
-    rows = compiler.load(path).profile({"input": x})
-    return next(r["us"] for r in rows if str(r["schedule"]).startswith(("int8", "bitserial")))
+    module, samples, schedule = compiler.load(path), [], ""
+    for _ in range(runs):
+        row = next(r for r in module.profile({"input": x}) if pick(str(r["schedule"])))
+        samples.append(row["us"])
+        schedule = str(row["schedule"])
+    return statistics.median(samples), schedule
 
 
 def _cpu() -> str:
@@ -220,6 +227,7 @@ def main() -> None:
     parser.add_argument("--bits", default=",".join(BITS))
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profiles", type=int, default=9, help="profiled runs per kernel time (median)")
     parser.add_argument("--out", default=None, help="JSON (default bench/results/lowbit[_BOARD].json)")
     parser.add_argument("--arm", metavar="BOARD", help="estimate for this ARM board instead of timing here")
     parser.add_argument("--mca", default="llvm-mca-19")
@@ -260,7 +268,7 @@ def main() -> None:
                 for name, s in samples.items()}
             for name, (path, _) in engines.items():
                 if path.endswith(".tar"):
-                    results["layers"][layer][name]["kernel_us"] = kernel_us(path, x)
+                    results["layers"][layer][name]["kernel_us"] = kernel_us(path, x, args.profiles)[0]
         if args.resnet8:
             results["resnet8"] = resnet8(Path(tmp), args.threads, args.rounds, log)
     results["load_after"] = Path("/proc/loadavg").read_text().split()[:3]

@@ -11,8 +11,10 @@ A worker's first calls after the others ran are cold (weights evicted from the c
 pool asleep): the pruned INT8 ResNet-18 took 1.6 and 1.35 ms for them against 1.12 ms steady,
 so every turn starts with ``SETTLE`` untimed calls and the figures are steady-state latency.
 
-Both engines are timed through their public Python API with numpy inputs and outputs
-(``compiler.Module.run`` and ``InferenceSession.run``).
+Every engine is timed through its public Python API with numpy inputs and outputs
+(``compiler.Module.run``, ONNX Runtime's ``InferenceSession.run``, OpenVINO's
+``InferRequest.infer`` with the latency hint); an engine may name the Python its worker runs in
+(OpenVINO lives in a venv of its own, beside the pinned one).
 """
 from __future__ import annotations
 
@@ -38,13 +40,18 @@ SETTLE = 2  # untimed calls at the start of every turn
 
 @dataclass(frozen=True)
 class Engine:
-    """A model to time: a Squeeze artifact (``.tar``) or an ONNX model run by ONNX Runtime."""
+    """A model to time: a Squeeze artifact (``.tar``), an OpenVINO IR (``.xml``) or an ONNX model
+    run by ONNX Runtime; ``python``: the interpreter of its worker (default: this one);
+    ``precision``: OpenVINO's inference precision hint (default: the plugin's, bf16 for float
+    layers on CPUs with AVX512_BF16, Zen 4 included; ``f32`` for true FP32)."""
 
     path: str
+    python: str | None = None
+    precision: str = ""
 
     @property
     def kind(self) -> str:
-        return "squeeze" if self.path.endswith(".tar") else "ort"
+        return {".tar": "squeeze", ".xml": "openvino"}.get(Path(self.path).suffix, "ort")
 
 
 def _runner(engine: Engine, threads: int):
@@ -54,6 +61,15 @@ def _runner(engine: Engine, threads: int):
 
         module = compiler.load(engine.path)
         return lambda inputs: module.run(inputs)
+    if engine.kind == "openvino":
+        import openvino as ov
+
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+        if engine.precision:
+            config["INFERENCE_PRECISION_HINT"] = engine.precision
+        compiled = ov.Core().compile_model(engine.path, "CPU", config)
+        request = compiled.create_infer_request()
+        return lambda inputs: request.infer(inputs)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -95,8 +111,8 @@ def interleaved(engines: dict[str, Engine], inputs: dict[str, np.ndarray], threa
         np.savez(feed, **inputs)
         env = {**os.environ, "TVM_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        workers = {name: subprocess.Popen([sys.executable, "-m", "compiler.timing", "--serve", e.path, feed,
-                                           str(threads)],
+        workers = {name: subprocess.Popen([e.python or sys.executable, "-m", "compiler.timing", "--serve", e.path,
+                                           feed, str(threads), *(["--precision", e.precision] if e.precision else [])],
                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
                    for name, e in engines.items()}
         try:
@@ -127,9 +143,10 @@ def interleaved(engines: dict[str, Engine], inputs: dict[str, np.ndarray], threa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve", nargs=3, metavar=("MODEL", "INPUTS", "THREADS"), required=True)
+    parser.add_argument("--precision", default="", help="OpenVINO inference precision hint")
     args = parser.parse_args()
     path, inputs, threads = args.serve
-    serve(Engine(path), inputs, int(threads))
+    serve(Engine(path, precision=args.precision), inputs, int(threads))
 
 
 if __name__ == "__main__":

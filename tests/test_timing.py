@@ -16,3 +16,4 @@ def test_interleaved_times_each_engine_every_round(cnn_artifact, cnn_path, cnn_i
 def test_engine_kind_follows_the_file():
     assert Engine("model.tar").kind == "squeeze"
     assert Engine("model.onnx").kind == "ort"
+    assert Engine("model.xml", "/opt/openvino/bin/python").kind == "openvino"
