@@ -54,6 +54,54 @@ def clamp_as_min_max() -> tvm.transform.Pass:
 TABLE_ENTRIES = 256  # an 8-bit lookup table (passes.quantize.lut)
 
 
+def _is_table(expr: relax.Expr) -> bool:
+    """Whether ``expr`` is an 8-bit lookup table: a 1-D constant of at most :data:`TABLE_ENTRIES`."""
+    return isinstance(expr, tvm.ir.expr.Constant) and len(expr.value.shape) == 1 and expr.value.shape[0] <= TABLE_ENTRIES
+
+
+def transposes_through_lookups() -> tvm.transform.Pass:
+    """Move ``permute_dims`` after the lookup tables and pads ConvertLayout left between them, and
+    cancel the transposes that then meet.
+
+    ConvertLayout has no layout rule for ``R.take``, so each int8 activation's lookup table
+    (:mod:`passes.quantize.lut`: HardSwish, HardSigmoid, SiLU between two NHWC convs) stays in
+    NCHW between two transposes, each a pass over the tensor (a third of a PP-LCNet classifier's
+    INT8 time). A table lookup is element-wise and a constant pad only needs its widths permuted,
+    so ``take(T, permute(x)) = permute(take(T, x))`` and ``pad(permute(x)) = permute(pad'(x))``;
+    then ``permute(permute(x))`` with inverse axes is ``x``.
+    """
+    x, table = wildcard(), wildcard()
+    permuted = is_op("relax.permute_dims")(x)
+    lookup = is_op("relax.take")(table, permuted)
+    pad = is_op("relax.nn.pad")(permuted)
+    twice = is_op("relax.permute_dims")(permuted)
+
+    def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
+        inner = matches[permuted]
+        axes = [int(a) for a in inner.attrs.axes]
+        if twice in matches:
+            composed = [axes[int(a)] for a in expr.attrs.axes]
+            return matches[x] if composed == list(range(len(composed))) else \
+                relax.op.permute_dims(matches[x], composed)
+        if lookup in matches:
+            if not _is_table(matches[table]) or int(expr.attrs.axis) != 0:
+                return expr
+            return relax.op.permute_dims(relax.op.take(matches[table], matches[x], axis=0, mode=str(expr.attrs.mode)),
+                                         axes)
+        widths = [int(w) for w in expr.attrs.pad_width]
+        moved = [0] * len(widths)
+        for out_dim, in_dim in enumerate(axes):
+            moved[2 * in_dim:2 * in_dim + 2] = widths[2 * out_dim:2 * out_dim + 2]
+        return relax.op.permute_dims(relax.op.nn.pad(matches[x], moved, str(expr.attrs.pad_mode),
+                                                     float(expr.attrs.pad_value)), axes)
+
+    @relax.transform.function_pass(opt_level=0, name="squeeze.transposes_through_lookups")
+    def transform(func: relax.Function, _mod: tvm.IRModule, _ctx) -> relax.Function:
+        return rewrite_call(lookup | pad | twice, rewriter, func)
+
+    return transform
+
+
 def lookups_as_elementwise() -> tvm.transform.Pass:
     """Mark ``take`` kernels reading a table of at most :data:`TABLE_ENTRIES` entries element-wise.
 
@@ -91,6 +139,7 @@ def graph_lowering(conv_layout: tuple[str, str], legalize: tvm.transform.Pass | 
             clamp_as_min_max(),
             relax.transform.FoldConstant(),
             relax.transform.ConvertLayout({"relax.nn.conv2d": [data_layout, kernel_layout]}),
+            transposes_through_lookups(),
             *([relax.transform.FoldConstant(), legalize] if legalize is not None else []),
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
