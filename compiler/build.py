@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 
 import numpy as np
@@ -213,8 +214,11 @@ LIFT_BYTES = 1024  # constants at least this large leave the library with lift_w
 def lift_weights(mod: tvm.IRModule, min_bytes: int = LIFT_BYTES) -> tuple[tvm.IRModule, list[np.ndarray]]:
     """``mod`` whose ``main`` takes each of its constants of ``min_bytes`` or more as a parameter
     after the user inputs (``num_input`` unchanged), and those constants' values in that order:
-    the library no longer holds them, the caller passes them to every call (:mod:`compiler.weights`)."""
-    lifted: dict = {}
+    the library no longer holds them, the caller passes them to every call (:mod:`compiler.weights`).
+
+    Equal constants become one parameter: each call site of a shared weight (an unrolled LSTM's
+    steps) gets its own copy from quantization and weight prepacking, dozens of copies in all."""
+    lifted: dict = {}  # content key -> (parameter, constant)
 
     @mutator
     class _Lift(PyExprMutator):
@@ -222,16 +226,18 @@ def lift_weights(mod: tvm.IRModule, min_bytes: int = LIFT_BYTES) -> tuple[tvm.IR
             value = const.value
             if int(np.prod(value.shape)) * np.dtype(value.dtype).itemsize < min_bytes:
                 return const
-            if const not in lifted:
-                lifted[const] = relax.Var(f"w{len(lifted)}", relax.TensorType(value.shape, str(value.dtype)))
-            return lifted[const]
+            array = value.numpy()
+            key = (array.dtype.str, array.shape, hashlib.sha256(array.tobytes()).digest())
+            if key not in lifted:
+                lifted[key] = (relax.Var(f"w{len(lifted)}", relax.TensorType(value.shape, str(value.dtype))), array)
+            return lifted[key][0]
 
     main = mod["main"]
     body = _Lift().visit_expr(main.body)
     out = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
-    out["main"] = relax.Function(list(main.params) + list(lifted.values()), body, main.ret_ty, main.is_pure,
-                                 main.attrs, main.span)
-    return out, [c.value.numpy() for c in lifted]
+    params = [param for param, _ in lifted.values()]
+    out["main"] = relax.Function(list(main.params) + params, body, main.ret_ty, main.is_pure, main.attrs, main.span)
+    return out, [array for _, array in lifted.values()]
 
 
 def host_vm(program: Program) -> relax.VirtualMachine:

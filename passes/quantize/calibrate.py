@@ -70,9 +70,10 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], ori
                 if len(inputs) == 1 and arrays and origin.endswith(".npz") else "")
         raise SqueezeError(f"calibration data {origin} lacks inputs {missing} (it holds {sorted(arrays)}): "
                            f"give one array per input name{hint}")
+    arrays = {s.name: _batches_joined(np.asarray(arrays[s.name]), s) for s in inputs}
     counts = set()
     for spec in inputs:
-        arr = np.asarray(arrays[spec.name])
+        arr = arrays[spec.name]
         if arr.shape[1:] != spec.shape[1:] or (not spec.shape and arr.ndim > 1):
             raise SqueezeError(
                 f"calibration array '{spec.name}' has shape {list(arr.shape)}, expected [N, "
@@ -87,6 +88,13 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], ori
     if n == 0:
         raise SqueezeError(f"calibration data {origin} is empty: give at least one sample per input")
     return [{s.name: _sample(np.asarray(arrays[s.name]), s, i) for s in inputs} for i in range(n)]
+
+
+def _batches_joined(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """A stack of whole input batches ``[N, *shape]`` (samples saved one feed each) as ``[N*B, ...]``."""
+    if spec.shape and arr.ndim == len(spec.shape) + 1 and arr.shape[1:] == tuple(spec.shape):
+        return arr.reshape(-1, *spec.shape[1:])
+    return arr
 
 
 def _sample(arr: np.ndarray, spec: TensorSpec, i: int) -> np.ndarray:

@@ -24,7 +24,7 @@ from .. import integer
 from ..base import TargetSpec
 from ..host import host_triple, triple_arch
 from ..registry import register_target
-from ..schedules import FP32_OPS, default_schedule, schedule_primfunc
+from ..schedules import FP32_OPS, cpu_legalize, default_schedule, schedule_primfunc
 from .intrin import ISAS, UNSIGNED_ISAS
 
 TRIPLE = "aarch64-linux-gnu"
@@ -68,7 +68,7 @@ def arm_spec(name: str) -> TargetSpec:
         quant_scheme="int8_sym",  # s8 activations x s8 weights: what smmla / sdot / smull take
         schedule=integer.schedule(default_schedule),
         schedule_func=integer.schedule_func(schedule_primfunc),
-        legalize=integer.legalize(isa, LAYER_KINDS, native, bitserial=BITSERIAL),
+        legalize=cpu_legalize(integer.legalize(isa, LAYER_KINDS, native, bitserial=BITSERIAL)),
         search_strategy=integer.search_strategy,
         features=tuple(sorted(features)),
         cross_compiler=None if triple_arch(host_triple()) == "aarch64" else CROSS_COMPILER,

@@ -20,10 +20,12 @@ from ..base import OpSupport
 from .conv2d import schedule_conv2d
 from .elementwise import schedule_elementwise
 from .matmul import schedule_matmul
+from .pad_columns import pad_matmul_columns
 from .pool import schedule_pool
 from .reduction import schedule_row_reduction
 
 Rule = Callable[[tirx.PrimFunc, tvm.target.Target], Optional[s_tir.Schedule]]
+Legalize = Callable[[tvm.target.Target], tvm.transform.Pass]
 RULES: tuple[Rule, ...] = (schedule_conv2d, schedule_matmul, schedule_pool, schedule_row_reduction,
                            schedule_elementwise)
 
@@ -35,6 +37,17 @@ FP32_OPS = (
     OpSupport("matmul", ("float32",), "", "register-tiled GEMM"),
 )
 log = logging.getLogger(__name__)
+
+
+def cpu_legalize(integer_kernels: Legalize | None = None) -> Legalize:
+    """``TargetSpec.legalize`` of a CPU target: its integer kernels (when it has an integer ISA),
+    then the float rewrites these schedules want (:func:`.pad_columns.pad_matmul_columns`)."""
+
+    def legalize(target: tvm.target.Target) -> tvm.transform.Pass:
+        first = [integer_kernels(target)] if integer_kernels is not None else []
+        return tvm.transform.Sequential([*first, pad_matmul_columns(target)], name="squeeze.cpu_legalize")
+
+    return legalize
 
 
 def _is_scheduled(func: tirx.PrimFunc) -> bool:

@@ -15,7 +15,7 @@ from .. import integer
 from ..base import TargetSpec
 from ..host import host_cores, host_cpu
 from ..registry import register_target
-from ..schedules import FP32_OPS, default_schedule, schedule_primfunc
+from ..schedules import FP32_OPS, cpu_legalize, default_schedule, schedule_primfunc
 from .intrin import ISAS, NATIVE, fix_stock_vnni
 
 
@@ -68,7 +68,7 @@ def x86_spec(name: str, description: str, cpu: str, features: frozenset[str]) ->
         quant_scheme="int8",  # u8 activations x s8 weights: what vpdpbusd / vpmaddwd take
         schedule=integer.schedule(default_schedule) if isa else default_schedule,
         schedule_func=integer.schedule_func(schedule_primfunc) if isa else schedule_primfunc,
-        legalize=integer.legalize(isa, {s.op for s in ops}, native, bitserial=bitserial) if isa else None,
+        legalize=cpu_legalize(integer.legalize(isa, {s.op for s in ops}, native, bitserial=bitserial) if isa else None),
         search_strategy=search_strategy if isa else None,
         features=tuple(sorted(features)),
         sparse=("block", "nm") if "avx512f" in features else ("block",),
