@@ -118,6 +118,9 @@ MATMUL_CASES = [
     ((2, 3, 7, 33), (2, 3, 33, 17), False, False, "none"),
     ((1, 4, 50, 16), (1, 4, 16, 50), False, False, "none"),
     ((13, 48), (48, 64), True, False, "relu"),
+    ((32, 1, 64), (64, 48), True, False, "bias"),  # an RNN's input projection: tiles span the steps
+    ((4, 3, 64), (64, 48), True, False, "bias"),  # a 4-row tile would straddle steps of 3 rows
+    ((2, 16, 64), (64, 100), True, False, "relu"),
 ]
 
 

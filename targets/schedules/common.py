@@ -213,7 +213,7 @@ def schedule_contraction(sch: s_tir.Schedule, op: Contraction, tile: RegisterTil
     store = accumulator_store(sch, op)
     block = op.main
     loops = sch.get_loops(block)
-    ns = iter_kinds(sch, block).count("S")
+    ns = len(loops) - iter_kinds(sch, block).count("R")  # spatial loops (some may be fused)
     *outer, row, col = loops[:ns]
     reduce = loops[ns:]
     row_o, row_i = sch.split(row, [None, tile.rows])
