@@ -20,9 +20,10 @@ from ..base import OpSupport
 from .conv2d import schedule_conv2d
 from .elementwise import schedule_elementwise
 from .matmul import schedule_matmul
-from .pad_columns import pad_matmul_columns
+from .pad_channels import pad_output_channels
 from .pool import schedule_pool
 from .reduction import schedule_row_reduction
+from .softmax_axis import softmax_over_last_axis
 
 Rule = Callable[[tirx.PrimFunc, tvm.target.Target], Optional[s_tir.Schedule]]
 Legalize = Callable[[tvm.target.Target], tvm.transform.Pass]
@@ -41,11 +42,13 @@ log = logging.getLogger(__name__)
 
 def cpu_legalize(integer_kernels: Legalize | None = None) -> Legalize:
     """``TargetSpec.legalize`` of a CPU target: its integer kernels (when it has an integer ISA),
-    then the float rewrites these schedules want (:func:`.pad_columns.pad_matmul_columns`)."""
+    then the float rewrites these schedules want (:func:`.pad_channels.pad_output_channels`,
+    :func:`.softmax_axis.softmax_over_last_axis`)."""
 
     def legalize(target: tvm.target.Target) -> tvm.transform.Pass:
         first = [integer_kernels(target)] if integer_kernels is not None else []
-        return tvm.transform.Sequential([*first, pad_matmul_columns(target)], name="squeeze.cpu_legalize")
+        floats = [pad_output_channels(target), softmax_over_last_axis()]
+        return tvm.transform.Sequential([*first, *floats], name="squeeze.cpu_legalize")
 
     return legalize
 

@@ -1,0 +1,137 @@
+"""Float matmuls and convs with an output-channel count no vector divides get whole-vector,
+packed weights."""
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import targets
+from compiler.build import graph_lowering, prepack_weights
+from targets.schedules.common import vector_isa
+from targets.schedules.pad_channels import pad_output_channels, padded_channels
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return targets.get_target("x86")
+
+
+def _gemm(rows: int, depth: int, cols: int, constant_weight: bool = True) -> tuple[tvm.IRModule, np.ndarray, np.ndarray]:
+    """``x @ W + b`` (``W`` a constant, or a second input), with its W and b."""
+    rng = np.random.default_rng(cols)
+    w = rng.standard_normal((depth, cols)).astype("float32")
+    b = rng.standard_normal(cols).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, rows, depth), "float32"))
+    params = [x] if constant_weight else [x, relax.Var("w", relax.TensorType((depth, cols), "float32"))]
+    with bb.function("main", params):
+        with bb.dataflow():
+            weight = relax.const(w) if constant_weight else params[1]
+            out = bb.emit_output(bb.emit(relax.op.add(relax.op.matmul(x, weight), relax.const(b))))
+        bb.emit_func_output(out)
+    return bb.get(), w, b
+
+
+def _matmul_weight_shapes(mod: tvm.IRModule) -> list[tuple[int, ...]]:
+    shapes = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: shapes.append(tuple(int(d) for d in e.args[1].ty.shape))
+                                    if isinstance(e, relax.Call) and e.op == tvm.ir.Op.get("relax.matmul") else None)
+    return shapes
+
+
+def test_padded_channels_round_up_to_whole_vectors():
+    assert padded_channels(8210, 16) == 8256  # wide: four vectors at a time
+    assert padded_channels(6625, 16) == 6656
+    assert padded_channels(20, 16) == 32  # narrow: one vector at a time
+    assert padded_channels(1000, 4) == 1008
+
+
+@pytest.mark.parametrize("cols", [1001, 20])
+def test_odd_columns_padded_and_sliced_back(spec, cols):
+    mod, w, b = _gemm(4, 64, cols)
+    padded = pad_output_channels(spec.target)(mod)
+    assert _matmul_weight_shapes(padded) == [(64, padded_channels(cols, vector_isa(spec.target).lanes("float32")))]
+    x = np.random.default_rng(1).standard_normal((1, 4, 64)).astype("float32")
+    want = x.astype(np.float64) @ w + b
+    built = tvm.compile(relax.transform.LegalizeOps()(padded), "llvm")
+    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    assert got.shape == (1, 4, cols)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cols", [10, 16, 256])
+def test_columns_that_vectors_divide_or_that_fit_one_are_left(spec, cols):
+    mod, _, _ = _gemm(4, 32, cols)
+    assert _matmul_weight_shapes(pad_output_channels(spec.target)(mod)) == [(32, cols)]
+
+
+def test_activation_weight_left(spec):
+    mod, _, _ = _gemm(4, 32, 1001, constant_weight=False)
+    assert _matmul_weight_shapes(pad_output_channels(spec.target)(mod)) == [(32, 1001)]
+
+
+def test_vocabulary_gemm_gets_a_packed_kernel(spec):
+    """The CPU target's legalization pads: the fused matmul + slice + bias kernel is scheduled
+    with prepacked weight panels and still computes x @ W + b."""
+    mod, w, b = _gemm(8, 128, 1001)
+    with spec.target:
+        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(mod)
+        lowered = prepack_weights()(spec.schedule(spec.target)(lowered))
+        kernels = [g.name_hint for g, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+        built = tvm.compile(lowered, spec.target)
+    assert len(kernels) == 1 and kernels[0].endswith("_prepacked"), kernels
+    x = np.random.default_rng(2).standard_normal((1, 8, 128)).astype("float32")
+    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)
+
+
+def _conv(out_channels: int, groups: int = 1) -> tuple[tvm.IRModule, np.ndarray]:
+    """An NHWC/OHWI 3x3 conv (what ConvertLayout leaves for the CPU targets), with its weight."""
+    w = np.random.default_rng(out_channels).standard_normal((out_channels, 3, 3, 8 // groups)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 6, 7, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = relax.op.nn.conv2d(x, relax.const(w), padding=1, groups=groups, data_layout="NHWC",
+                                   kernel_layout="OHWI", out_dtype="float32")
+            out = bb.emit_output(bb.emit(relax.op.sigmoid(y)))
+        bb.emit_func_output(out)
+    return bb.get(), w
+
+
+def _conv_weight_shapes(mod: tvm.IRModule) -> list[tuple[int, ...]]:
+    shapes = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: shapes.append(tuple(int(d) for d in e.args[1].ty.shape))
+                                    if isinstance(e, relax.Call) and e.op == tvm.ir.Op.get("relax.nn.conv2d") else None)
+    return shapes
+
+
+def _conv_reference(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """NHWC x OHWI, stride 1, padding 1, then the sigmoid, in float64 numpy."""
+    padded = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    h, wd = x.shape[1:3]
+    out = sum(np.einsum("nhwi,oi->nhwo", padded[:, i:i + h, j:j + wd], w[:, i, j])
+              for i in range(3) for j in range(3))
+    return 1 / (1 + np.exp(-out))
+
+
+def test_detection_head_conv_padded_and_sliced_back(spec):
+    """18 output channels (a YOLOv8 class head): padded to whole vectors, outputs unchanged."""
+    mod, w = _conv(18)
+    padded = pad_output_channels(spec.target)(mod)
+    lanes = vector_isa(spec.target).lanes("float32")
+    assert _conv_weight_shapes(padded) == [(padded_channels(18, lanes), 3, 3, 8)]
+    with spec.target:
+        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(mod)
+        lowered = prepack_weights()(spec.schedule(spec.target)(lowered))
+        kernels = [g.name_hint for g, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+        built = tvm.compile(lowered, spec.target)
+    assert len(kernels) == 1 and kernels[0].endswith("_prepacked"), kernels
+    x = np.random.default_rng(3).standard_normal((1, 6, 7, 8)).astype("float32")
+    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, _conv_reference(x, w), rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_conv_left(spec):
+    mod, _ = _conv(18, groups=2)
+    assert _conv_weight_shapes(pad_output_channels(spec.target)(mod)) == [(18, 3, 3, 4)]
