@@ -19,6 +19,7 @@ from tvm.s_tir.schedule import ScheduleError
 from ..base import OpSupport
 from .conv2d import schedule_conv2d
 from .elementwise import schedule_elementwise
+from .fast_sigmoid import sigmoid_as_exp
 from .matmul import schedule_matmul
 from .pad_channels import pad_output_channels
 from .pool import schedule_pool
@@ -43,11 +44,11 @@ log = logging.getLogger(__name__)
 def cpu_legalize(integer_kernels: Legalize | None = None) -> Legalize:
     """``TargetSpec.legalize`` of a CPU target: its integer kernels (when it has an integer ISA),
     then the float rewrites these schedules want (:func:`.pad_channels.pad_output_channels`,
-    :func:`.softmax_axis.softmax_over_last_axis`)."""
+    :func:`.softmax_axis.softmax_over_last_axis`, :func:`.fast_sigmoid.sigmoid_as_exp`)."""
 
     def legalize(target: tvm.target.Target) -> tvm.transform.Pass:
         first = [integer_kernels(target)] if integer_kernels is not None else []
-        floats = [pad_output_channels(target), softmax_over_last_axis()]
+        floats = [pad_output_channels(target), softmax_over_last_axis(), sigmoid_as_exp()]
         return tvm.transform.Sequential([*first, *floats], name="squeeze.cpu_legalize")
 
     return legalize
