@@ -67,9 +67,12 @@ class CompressConfig:
 
 
 def onnx_weight_bytes(model: onnx.ModelProto) -> int:
-    """Bytes of an ONNX model's initializers (its weights as stored)."""
-    return sum(math.prod(init.dims) * onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
-               for init in model.graph.initializer)
+    """Bytes of an ONNX model's weights as stored: its initializers and its Constant nodes' tensors
+    (older exporters, e.g. PaddlePaddle's, keep every weight in Constant nodes)."""
+    constants = [a.t for node in model.graph.node if node.op_type == "Constant"
+                 for a in node.attribute if a.name == "value"]
+    return sum(math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for t in [*model.graph.initializer, *constants])
 
 
 def storage_line(storage: dict) -> str:

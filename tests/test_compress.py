@@ -12,7 +12,7 @@ from test_rpc import rpc_server
 
 import compiler
 from compiler import cli, zoo
-from compiler.compress import CompressConfig
+from compiler.compress import CompressConfig, onnx_weight_bytes
 from compiler.deploy import export_bundle
 from compiler.errors import SqueezeError
 
@@ -101,3 +101,17 @@ def test_cli_bad_compress(cnn_path, tmp_path, text, message):
     proc = squeeze("compile", cnn_path, "-o", tmp_path / "m.tar", "--compress", text)
     assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "m.tar").exists()
+
+
+def test_onnx_weight_bytes_counts_constant_nodes():
+    """Initializers and Constant nodes both hold weights (older exporters use only the latter)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.zeros((4, 8), np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(8, np.int64), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["c"], value=w), helper.make_node("MatMul", ["x", "c"], ["y"]),
+         helper.make_node("Add", ["y", "b"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 8])], [b])
+    assert onnx_weight_bytes(helper.make_model(graph)) == 4 * 8 * 4 + 8 * 8
