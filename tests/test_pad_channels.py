@@ -65,9 +65,18 @@ def test_columns_that_vectors_divide_or_that_fit_one_are_left(spec, cols):
     assert _matmul_weight_shapes(pad_output_channels(spec.target)(mod)) == [(32, cols)]
 
 
-def test_activation_weight_left(spec):
-    mod, _, _ = _gemm(4, 32, 1001, constant_weight=False)
-    assert _matmul_weight_shapes(pad_output_channels(spec.target)(mod)) == [(32, 1001)]
+def test_activation_operand_padded_at_run_time(spec):
+    """Attention's ``Q @ K^T`` over 1001 tokens: the second operand is an input, zero-padded by
+    a ``pad`` in the graph."""
+    mod, _, b = _gemm(4, 32, 1001, constant_weight=False)
+    padded = pad_output_channels(spec.target)(mod)
+    lanes = vector_isa(spec.target).lanes("float32")
+    assert _matmul_weight_shapes(padded) == [(32, padded_channels(1001, lanes))]
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((1, 4, 32)).astype("float32"), rng.standard_normal((32, 1001)).astype("float32")
+    built = tvm.compile(relax.transform.LegalizeOps()(padded), "llvm")
+    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(w)).numpy()
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)
 
 
 def test_vocabulary_gemm_gets_a_packed_kernel(spec):
@@ -135,3 +144,18 @@ def test_detection_head_conv_padded_and_sliced_back(spec):
 def test_grouped_conv_left(spec):
     mod, _ = _conv(18, groups=2)
     assert _conv_weight_shapes(pad_output_channels(spec.target)(mod)) == [(18, 3, 3, 4)]
+
+
+def test_prime_row_count_padded_to_eight(spec):
+    """13 rows (a ViT's 257 tokens in small): no tile height divides them, so x gets 3 zero rows."""
+    mod, w, b = _gemm(13, 32, 48)
+    padded = pad_output_channels(spec.target)(mod)
+    shapes = []
+    relax.analysis.post_order_visit(padded["main"], lambda e: shapes.append(tuple(int(d) for d in e.args[0].ty.shape))
+                                    if isinstance(e, relax.Call) and e.op == tvm.ir.Op.get("relax.matmul") else None)
+    assert shapes == [(1, 16, 32)]
+    x = np.random.default_rng(5).standard_normal((1, 13, 32)).astype("float32")
+    built = tvm.compile(relax.transform.LegalizeOps()(padded), "llvm")
+    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    assert got.shape == (1, 13, 48)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)

@@ -17,14 +17,14 @@ def padded_channels(channels: int, lanes: int) -> int:
 
 
 def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
-    """Pad the output channels of each float32 ``matmul(x, W)`` (``W[K, N]`` a constant) and
-    ungrouped ``conv2d(x, W)`` (a constant ``W``) to whole vectors with zero weights, and slice
-    the output back.
+    """Pad the output channels of each float32 ``matmul(x, B)`` and ungrouped ``conv2d(x, W)`` (a
+    constant ``W``) to whole vectors with zeros, and slice the output back.
 
     The register-tiled GEMM and conv (:mod:`.matmul`, :mod:`.conv2d`) vectorize along the
     output channels: when no vector width divides them (a vocabulary of 8,210 classes, a
-    detection head of 18) the tile falls back to one predicated vector and unpacked weights,
-    which LLVM leaves scalar: 6-40x below the packed kernel. Zero channels change no output.
+    detection head of 18, attention over 257 tokens) the tile falls back to one predicated vector
+    and unpacked operands, which LLVM leaves scalar: 6-40x below the packed kernel. Zero channels
+    change no output.
 
     Parameters
     ----------
@@ -37,40 +37,56 @@ def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
         A function pass on every Relax function of the module.
     """
     lanes = vector_isa(target).lanes("float32")
-    x, weight = wildcard(), is_const()
-    matmul = is_op("relax.matmul")(x, weight)
+    x, weight, operand = wildcard(), is_const(), wildcard()
+    matmul = is_op("relax.matmul")(x, operand)
     conv = is_op("relax.nn.conv2d")(x, weight)
 
     def rewriter(expr: relax.Expr, matches: dict) -> relax.Expr:
-        call = matches[matmul] if matmul in matches else matches[conv]
-        w = matches[weight].value.numpy()
-        if w.dtype != np.float32 or call.ty.dtype != "float32":
-            return expr
         if matmul in matches:
-            if w.ndim != 2:
-                return expr
-            w_axis, out_axis = 1, call.ty.ndim - 1
-        else:
-            if int(call.attrs.groups) != 1:
-                return expr
-            w_axis, out_axis = str(call.attrs.kernel_layout).index("O"), str(call.attrs.out_layout).index("C")
+            return _pad_matmul(expr, matches[matmul], lanes)
+        call = matches[conv]
+        w = matches[weight].value.numpy()
+        if w.dtype != np.float32 or call.ty.dtype != "float32" or int(call.attrs.groups) != 1:
+            return expr
+        a = call.attrs
+        w_axis, out_axis = str(a.kernel_layout).index("O"), str(a.out_layout).index("C")
         channels = w.shape[w_axis]
         padded = padded_channels(channels, lanes)
         if channels <= lanes or padded == channels:
             return expr
         widths = [(0, 0)] * w.ndim
         widths[w_axis] = (0, padded - channels)
-        wide = relax.const(np.pad(w, widths))
-        if matmul in matches:
-            out = relax.op.matmul(matches[x], wide, out_dtype="float32")
-        else:
-            a = call.attrs
-            out = relax.op.nn.conv2d(matches[x], wide, a.strides, a.padding, a.dilation, 1, str(a.data_layout),
-                                     str(a.kernel_layout), str(a.out_layout), "float32")
-        return relax.op.strided_slice(out, axes=[out_axis], begin=[0], end=[channels])
+        wide = relax.op.nn.conv2d(call.args[0], relax.const(np.pad(w, widths)), a.strides, a.padding, a.dilation,
+                                  1, str(a.data_layout), str(a.kernel_layout), str(a.out_layout), "float32")
+        return relax.op.strided_slice(wide, axes=[out_axis], begin=[0], end=[channels])
 
     @relax.transform.function_pass(opt_level=0, name="squeeze.pad_output_channels")
     def transform(func: relax.Function, _mod: tvm.IRModule, _ctx) -> relax.Function:
         return rewrite_call(matmul | conv, rewriter, func)
 
     return transform
+
+
+def _pad_matmul(expr: relax.Expr, call: relax.Call, lanes: int) -> relax.Expr:
+    """``matmul(x, B)`` with ``B``'s columns padded (a constant ``B[K, N]`` with zeros at compile
+    time, an activation such as attention's ``K^T`` by a zero ``pad``) and, when no register-tile
+    height divides them (257 tokens of a ViT), ``x``'s rows padded to a multiple of 8."""
+    x, b = call.args
+    if call.ty.dtype != "float32" or b.ty.dtype != "float32" or b.ty.ndim < 2 or x.ty.ndim < 2:
+        return expr
+    cols, rows = int(b.ty.shape[-1]), int(x.ty.shape[-2])
+    wide_cols = padded_channels(cols, lanes) if cols > lanes else cols
+    tall_rows = rows if rows <= 8 or any(rows % d == 0 for d in range(4, 9)) else -(-rows // 8) * 8
+    if (wide_cols, tall_rows) == (cols, rows) or (isinstance(b, tvm.ir.expr.Constant) and b.ty.ndim != 2):
+        return expr
+    if wide_cols == cols:
+        pass
+    elif isinstance(b, tvm.ir.expr.Constant):
+        b = relax.const(np.pad(b.value.numpy(), ((0, 0), (0, wide_cols - cols))))
+    else:
+        b = relax.op.nn.pad(b, [0] * (2 * b.ty.ndim - 1) + [wide_cols - cols])
+    if tall_rows != rows:
+        x = relax.op.nn.pad(x, [0] * (2 * x.ty.ndim - 3) + [tall_rows - rows, 0, 0])
+    out = relax.op.matmul(x, b, out_dtype="float32")
+    ndim = call.ty.ndim
+    return relax.op.strided_slice(out, axes=[ndim - 2, ndim - 1], begin=[0, 0], end=[rows, cols])
