@@ -159,3 +159,24 @@ def test_prime_row_count_padded_to_eight(spec):
     got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     assert got.shape == (1, 13, 48)
     np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)
+
+
+def test_integer_attention_matmul_padded_bit_exact(spec):
+    """An int8 activation x activation matmul the integer kernels leave (uint8 x int8 -> int32, 13
+    rows, 37 columns): rows and columns padded, the result bit-exact against numpy."""
+    bb = relax.BlockBuilder()
+    a = relax.Var("a", relax.TensorType((1, 2, 13, 24), "uint8"))
+    k = relax.Var("k", relax.TensorType((1, 2, 24, 37), "int8"))
+    with bb.function("main", [a, k]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.matmul(a, k, out_dtype="int32")))
+        bb.emit_func_output(out)
+    padded = pad_output_channels(spec.target)(bb.get())
+    assert _matmul_weight_shapes(padded) == [(1, 2, 24, padded_channels(37, vector_isa(spec.target).lanes("int32")))]
+    rng = np.random.default_rng(6)
+    av, kv = rng.integers(0, 256, (1, 2, 13, 24)).astype("uint8"), rng.integers(-128, 128, (1, 2, 24, 37)).astype("int8")
+    with spec.target:
+        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(bb.get())
+        built = tvm.compile(prepack_weights()(spec.schedule(spec.target)(lowered)), spec.target)
+    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(av), tvm.runtime.tensor(kv)).numpy()
+    np.testing.assert_array_equal(got, np.matmul(av.astype(np.int64), kv.astype(np.int64)))

@@ -17,8 +17,8 @@ def padded_channels(channels: int, lanes: int) -> int:
 
 
 def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
-    """Pad the output channels of each float32 ``matmul(x, B)`` and ungrouped ``conv2d(x, W)`` (a
-    constant ``W``) to whole vectors with zeros, and slice the output back.
+    """Pad the output channels of each float32 or int32 ``matmul(x, B)`` and float32 ungrouped
+    ``conv2d(x, W)`` (a constant ``W``) to whole vectors with zeros, and slice the output back.
 
     The register-tiled GEMM and conv (:mod:`.matmul`, :mod:`.conv2d`) vectorize along the
     output channels: when no vector width divides them (a vocabulary of 8,210 classes, a
@@ -70,9 +70,11 @@ def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
 def _pad_matmul(expr: relax.Expr, call: relax.Call, lanes: int) -> relax.Expr:
     """``matmul(x, B)`` with ``B``'s columns padded (a constant ``B[K, N]`` with zeros at compile
     time, an activation such as attention's ``K^T`` by a zero ``pad``) and, when no register-tile
-    height divides them (257 tokens of a ViT), ``x``'s rows padded to a multiple of 8."""
+    height divides them (257 tokens of a ViT), ``x``'s rows padded to a multiple of 8. Integer
+    matmuls the target's kernels left (int8 attention, accumulating in int32) too: the padding
+    only adds output rows and columns that the slice drops, whatever the zero points."""
     x, b = call.args
-    if call.ty.dtype != "float32" or b.ty.dtype != "float32" or b.ty.ndim < 2 or x.ty.ndim < 2:
+    if call.ty.dtype not in ("float32", "int32") or b.ty.ndim < 2 or x.ty.ndim < 2:
         return expr
     cols, rows = int(b.ty.shape[-1]), int(x.ty.shape[-2])
     wide_cols = padded_channels(cols, lanes) if cols > lanes else cols
@@ -87,6 +89,6 @@ def _pad_matmul(expr: relax.Expr, call: relax.Call, lanes: int) -> relax.Expr:
         b = relax.op.nn.pad(b, [0] * (2 * b.ty.ndim - 1) + [wide_cols - cols])
     if tall_rows != rows:
         x = relax.op.nn.pad(x, [0] * (2 * x.ty.ndim - 3) + [tall_rows - rows, 0, 0])
-    out = relax.op.matmul(x, b, out_dtype="float32")
+    out = relax.op.matmul(x, b, out_dtype=str(call.ty.dtype))
     ndim = call.ty.ndim
     return relax.op.strided_slice(out, axes=[ndim - 2, ndim - 1], begin=[0, 0], end=[rows, cols])
