@@ -180,3 +180,17 @@ def test_integer_attention_matmul_padded_bit_exact(spec):
         built = tvm.compile(prepack_weights()(spec.schedule(spec.target)(lowered)), spec.target)
     got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(av), tvm.runtime.tensor(kv)).numpy()
     np.testing.assert_array_equal(got, np.matmul(av.astype(np.int64), kv.astype(np.int64)))
+
+
+def test_symbolic_shapes_left(spec):
+    """A dynamic token count: nothing to pad to at compile time."""
+    n = tvm.tirx.Var("n", "int64")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, n, 32), "float32"))
+    w = relax.Var("w", relax.TensorType((32, n), "float32"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            out = bb.emit_output(bb.emit(relax.op.matmul(x, w)))
+        bb.emit_func_output(out)
+    script = pad_output_channels(spec.target)(bb.get()).script()
+    assert "R.nn.pad" not in script and "R.strided_slice" not in script

@@ -1,4 +1,4 @@
-"""Pad float weights' output channels (matmul columns, conv output channels) to whole vectors."""
+"""Pad matmul columns and rows and conv output channels that no vector or register tile divides."""
 from __future__ import annotations
 
 import numpy as np
@@ -67,6 +67,14 @@ def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
     return transform
 
 
+def _static_dims(expr: relax.Expr) -> list[int] | None:
+    """The shape of ``expr`` as ints (None when unknown or symbolic)."""
+    shape = getattr(expr.ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return [int(d) for d in shape]
+
+
 def _pad_matmul(expr: relax.Expr, call: relax.Call, lanes: int) -> relax.Expr:
     """``matmul(x, B)`` with ``B``'s columns padded (a constant ``B[K, N]`` with zeros at compile
     time, an activation such as attention's ``K^T`` by a zero ``pad``) and, when no register-tile
@@ -74,21 +82,21 @@ def _pad_matmul(expr: relax.Expr, call: relax.Call, lanes: int) -> relax.Expr:
     matmuls the target's kernels left (int8 attention, accumulating in int32) too: the padding
     only adds output rows and columns that the slice drops, whatever the zero points."""
     x, b = call.args
-    if call.ty.dtype not in ("float32", "int32") or b.ty.ndim < 2 or x.ty.ndim < 2:
+    x_shape, b_shape = _static_dims(x), _static_dims(b)
+    if call.ty.dtype not in ("float32", "int32") or x_shape is None or b_shape is None \
+            or len(x_shape) < 2 or len(b_shape) < 2:
         return expr
-    cols, rows = int(b.ty.shape[-1]), int(x.ty.shape[-2])
-    wide_cols = padded_channels(cols, lanes) if cols > lanes else cols
+    constant = isinstance(b, tvm.ir.expr.Constant)
+    cols, rows = b_shape[-1], x_shape[-2]
+    wide_cols = padded_channels(cols, lanes) if cols > lanes and (not constant or len(b_shape) == 2) else cols
     tall_rows = rows if rows <= 8 or any(rows % d == 0 for d in range(4, 9)) else -(-rows // 8) * 8
-    if (wide_cols, tall_rows) == (cols, rows) or (isinstance(b, tvm.ir.expr.Constant) and b.ty.ndim != 2):
+    if (wide_cols, tall_rows) == (cols, rows):
         return expr
-    if wide_cols == cols:
-        pass
-    elif isinstance(b, tvm.ir.expr.Constant):
-        b = relax.const(np.pad(b.value.numpy(), ((0, 0), (0, wide_cols - cols))))
-    else:
-        b = relax.op.nn.pad(b, [0] * (2 * b.ty.ndim - 1) + [wide_cols - cols])
+    if wide_cols != cols:
+        b = (relax.const(np.pad(b.value.numpy(), ((0, 0), (0, wide_cols - cols)))) if constant
+             else relax.op.nn.pad(b, [0] * (2 * len(b_shape) - 1) + [wide_cols - cols]))
     if tall_rows != rows:
-        x = relax.op.nn.pad(x, [0] * (2 * x.ty.ndim - 3) + [tall_rows - rows, 0, 0])
+        x = relax.op.nn.pad(x, [0] * (2 * len(x_shape) - 3) + [tall_rows - rows, 0, 0])
     out = relax.op.matmul(x, b, out_dtype=str(call.ty.dtype))
     ndim = call.ty.ndim
     return relax.op.strided_slice(out, axes=[ndim - 2, ndim - 1], begin=[0, 0], end=[rows, cols])
