@@ -8,7 +8,7 @@ from tvm import relax
 import targets
 from compiler.build import graph_lowering, prepack_weights
 from targets.schedules.common import vector_isa
-from targets.schedules.pad_channels import pad_output_channels, padded_channels
+from targets.schedules.pad_channels import needs_padding, pad_output_channels, padded_channels
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,10 @@ def test_padded_channels_round_up_to_whole_vectors():
     assert padded_channels(6625, 16) == 6656
     assert padded_channels(20, 16) == 32  # narrow: one vector at a time
     assert padded_channels(1000, 4) == 1008
+    assert [n for n in (18, 20, 24, 257, 1000, 1001, 8210) if needs_padding(n, 16)] == [18, 257, 1001, 8210]
 
 
-@pytest.mark.parametrize("cols", [1001, 20])
+@pytest.mark.parametrize("cols", [1001, 18])
 def test_odd_columns_padded_and_sliced_back(spec, cols):
     mod, w, b = _gemm(4, 64, cols)
     padded = pad_output_channels(spec.target)(mod)
@@ -59,8 +60,9 @@ def test_odd_columns_padded_and_sliced_back(spec, cols):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("cols", [10, 16, 256])
+@pytest.mark.parametrize("cols", [10, 16, 256, 24, 1000])
 def test_columns_that_vectors_divide_or_that_fit_one_are_left(spec, cols):
+    """Fits one register (10, 16), whole registers (256), or 8-lane vectors (24, 1000)."""
     mod, _, _ = _gemm(4, 32, cols)
     assert _matmul_weight_shapes(pad_output_channels(spec.target)(mod)) == [(32, cols)]
 

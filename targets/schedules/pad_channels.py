@@ -9,6 +9,14 @@ from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 from .common import vector_isa
 
 
+def needs_padding(channels: int, lanes: int) -> bool:
+    """Whether the register tile would fall back to one predicated vector for ``channels``:
+    more than a register and no power of two of at least 4 dividing them (as
+    :func:`.common.pick_register_tile` decides). Channels of 24 or 1000 run on 8-lane vectors
+    unpadded: padding them measured slower."""
+    return channels > lanes and (channels & -channels) < 4
+
+
 def padded_channels(channels: int, lanes: int) -> int:
     """``channels`` rounded up to whole vectors: four at a time for wide outputs (more tile
     shapes divide it), one at a time for narrow ones (less padding)."""
@@ -51,9 +59,9 @@ def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
         a = call.attrs
         w_axis, out_axis = str(a.kernel_layout).index("O"), str(a.out_layout).index("C")
         channels = w.shape[w_axis]
-        padded = padded_channels(channels, lanes)
-        if channels <= lanes or padded == channels:
+        if not needs_padding(channels, lanes):
             return expr
+        padded = padded_channels(channels, lanes)
         widths = [(0, 0)] * w.ndim
         widths[w_axis] = (0, padded - channels)
         wide = relax.op.nn.conv2d(call.args[0], relax.const(np.pad(w, widths)), a.strides, a.padding, a.dilation,
@@ -88,7 +96,8 @@ def _pad_matmul(expr: relax.Expr, call: relax.Call, lanes: int) -> relax.Expr:
         return expr
     constant = isinstance(b, tvm.ir.expr.Constant)
     cols, rows = b_shape[-1], x_shape[-2]
-    wide_cols = padded_channels(cols, lanes) if cols > lanes and (not constant or len(b_shape) == 2) else cols
+    wide_cols = padded_channels(cols, lanes) if needs_padding(cols, lanes) and (not constant or len(b_shape) == 2) \
+        else cols
     tall_rows = rows if rows <= 8 or any(rows % d == 0 for d in range(4, 9)) else -(-rows // 8) * 8
     if (wide_cols, tall_rows) == (cols, rows):
         return expr
