@@ -7,8 +7,8 @@ from tvm import relax
 
 import targets
 from compiler.build import graph_lowering, prepack_weights
-from targets.schedules.common import vector_isa
-from targets.schedules.pad_channels import needs_padding, pad_output_channels, padded_channels
+from targets.schedules.common import predicated_columns, vector_isa
+from targets.schedules.pad_channels import pad_output_channels, padded_channels
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_padded_channels_round_up_to_whole_vectors():
     assert padded_channels(6625, 16) == 6656
     assert padded_channels(20, 16) == 32  # narrow: one vector at a time
     assert padded_channels(1000, 4) == 1008
-    assert [n for n in (18, 20, 24, 257, 1000, 1001, 8210) if needs_padding(n, 16)] == [18, 257, 1001, 8210]
+    assert [n for n in (18, 20, 24, 257, 1000, 1001, 8210) if predicated_columns(n, 16)] == [18, 257, 1001, 8210]
 
 
 @pytest.mark.parametrize("cols", [1001, 18])

@@ -167,6 +167,13 @@ class RegisterTile:
     vec: int
 
 
+def predicated_columns(cols: int, lanes: int) -> bool:
+    """Whether :func:`pick_register_tile` falls back to whole registers, the last one predicated,
+    for ``cols``: more than a register and no power of two of at least 4 dividing them (a prime
+    channel count, 8,210 classes)."""
+    return cols > lanes and (cols & -cols) < 4
+
+
 def pick_register_tile(rows: int, cols: int, isa: VectorISA, dtype: str) -> RegisterTile:
     """Choose a register tile for an output of ``rows`` × ``cols`` (cols contiguous).
 
@@ -180,7 +187,7 @@ def pick_register_tile(rows: int, cols: int, isa: VectorISA, dtype: str) -> Regi
     vec = min(cols & -cols, lanes)  # largest power of two dividing cols
     if cols <= lanes:
         vec = cols
-    elif vec < 4:  # e.g. a prime channel count: whole registers, the last one predicated
+    elif predicated_columns(cols, lanes):
         vec = lanes
     nvecs = -(-cols // vec)
     itemsize = tvm.DataType(dtype).bits // 8

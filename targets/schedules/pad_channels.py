@@ -6,15 +6,7 @@ import tvm
 from tvm import relax
 from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
 
-from .common import vector_isa
-
-
-def needs_padding(channels: int, lanes: int) -> bool:
-    """Whether the register tile would fall back to one predicated vector for ``channels``:
-    more than a register and no power of two of at least 4 dividing them (as
-    :func:`.common.pick_register_tile` decides). Channels of 24 or 1000 run on 8-lane vectors
-    unpadded: padding them measured slower."""
-    return channels > lanes and (channels & -channels) < 4
+from .common import predicated_columns, vector_isa
 
 
 def padded_channels(channels: int, lanes: int) -> int:
@@ -31,8 +23,9 @@ def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
     The register-tiled GEMM and conv (:mod:`.matmul`, :mod:`.conv2d`) vectorize along the
     output channels: when no vector width divides them (a vocabulary of 8,210 classes, a
     detection head of 18, attention over 257 tokens) the tile falls back to one predicated vector
-    and unpacked operands, which LLVM leaves scalar: 6-40x below the packed kernel. Zero channels
-    change no output.
+    and unpacked operands, which LLVM leaves scalar: 6-40x below the packed kernel
+    (:func:`.common.predicated_columns`). Counts such as 24 or 1000 run on 8-lane vectors and are
+    left: padding them measured slower. Zero channels change no output.
 
     Parameters
     ----------
@@ -59,7 +52,7 @@ def pad_output_channels(target: tvm.target.Target) -> tvm.transform.Pass:
         a = call.attrs
         w_axis, out_axis = str(a.kernel_layout).index("O"), str(a.out_layout).index("C")
         channels = w.shape[w_axis]
-        if not needs_padding(channels, lanes):
+        if not predicated_columns(channels, lanes):
             return expr
         padded = padded_channels(channels, lanes)
         widths = [(0, 0)] * w.ndim
@@ -96,8 +89,8 @@ def _pad_matmul(expr: relax.Expr, call: relax.Call, lanes: int) -> relax.Expr:
         return expr
     constant = isinstance(b, tvm.ir.expr.Constant)
     cols, rows = b_shape[-1], x_shape[-2]
-    wide_cols = padded_channels(cols, lanes) if needs_padding(cols, lanes) and (not constant or len(b_shape) == 2) \
-        else cols
+    pad_cols = predicated_columns(cols, lanes) and (not constant or len(b_shape) == 2)
+    wide_cols = padded_channels(cols, lanes) if pad_cols else cols
     tall_rows = rows if rows <= 8 or any(rows % d == 0 for d in range(4, 9)) else -(-rows // 8) * 8
     if (wide_cols, tall_rows) == (cols, rows):
         return expr
