@@ -1,9 +1,15 @@
-"""Small ONNX graphs built with onnx.helper for tests (random weights, seeded)."""
+"""Small ONNX graphs built with onnx.helper for tests (random weights, seeded), and a bare Relax
+module's build for a target."""
 from __future__ import annotations
 
 import numpy as np
 import onnx
+import tvm
 from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+
+from compiler.build import lower
+from compiler.program import Program
 
 
 class GraphBuilder:
@@ -77,3 +83,11 @@ def assert_close_to_scale(actual: np.ndarray, expected: np.ndarray, rtol: float 
     scale = max(float(np.abs(expected).max()), 1e-6)
     err = float(np.abs(actual.astype(np.float64) - expected).max())
     assert err <= rtol * scale, f"max abs diff {err:.3g} > {rtol} × output scale {scale:.3g}"
+
+
+def built_for(mod: tvm.IRModule, spec) -> tuple[list[str], relax.VirtualMachine]:
+    """A bare Relax module (weights as constants) through ``spec``'s build
+    (:func:`compiler.build.lower`): its kernels' names and a VM running it."""
+    lowered = lower(Program(mod, {}, [], []), spec)
+    names = [g.name_hint for g, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return names, relax.VirtualMachine(tvm.compile(lowered, spec.target), tvm.cpu())

@@ -3,8 +3,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from graphs import built_for
+
 import targets
-from compiler.build import graph_lowering, prepack_weights
 from targets.schedules.fast_sigmoid import sigmoid_as_exp
 
 
@@ -33,14 +34,10 @@ def test_sigmoid_rewritten_on_exp():
 def test_cpu_target_silu_matches_float64_over_the_whole_range():
     """From saturation at -100 through 0 to +100: relative error within a few float32 ulps,
     limits 0 and 1 kept (no inf or NaN from the clamped exponential)."""
-    spec = targets.get_target("x86")
     x = np.concatenate([np.linspace(-100, 100, 4001), [-1e30, 1e30, 0.0]]).astype("float32")
-    with spec.target:
-        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(_silu(len(x)))
-        built = tvm.compile(prepack_weights()(spec.schedule(spec.target)(lowered)), spec.target)
-    names = [g.name_hint for g, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    names, vm = built_for(_silu(len(x)), targets.get_target("x86"))
     assert not any("sigmoid" in n for n in names) and any("fast_exp" in n for n in names), names
-    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
     x64 = x.astype(np.float64)
     want = x64 * np.exp(-np.logaddexp(0, -x64))  # x * sigmoid(x) without overflow
     assert np.isfinite(got).all()

@@ -5,8 +5,9 @@ import pytest
 import tvm
 from tvm import relax
 
+from graphs import built_for
+
 import targets
-from compiler.build import graph_lowering, prepack_weights
 from targets.schedules.common import predicated_columns, vector_isa
 from targets.schedules.pad_channels import pad_output_channels, padded_channels
 
@@ -85,14 +86,10 @@ def test_vocabulary_gemm_gets_a_packed_kernel(spec):
     """The CPU target's legalization pads: the fused matmul + slice + bias kernel is scheduled
     with prepacked weight panels and still computes x @ W + b."""
     mod, w, b = _gemm(8, 128, 1001)
-    with spec.target:
-        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(mod)
-        lowered = prepack_weights()(spec.schedule(spec.target)(lowered))
-        kernels = [g.name_hint for g, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-        built = tvm.compile(lowered, spec.target)
+    kernels, vm = built_for(mod, spec)
     assert len(kernels) == 1 and kernels[0].endswith("_prepacked"), kernels
     x = np.random.default_rng(2).standard_normal((1, 8, 128)).astype("float32")
-    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, x.astype(np.float64) @ w + b, rtol=1e-4, atol=1e-4)
 
 
@@ -132,14 +129,10 @@ def test_detection_head_conv_padded_and_sliced_back(spec):
     padded = pad_output_channels(spec.target)(mod)
     lanes = vector_isa(spec.target).lanes("float32")
     assert _conv_weight_shapes(padded) == [(padded_channels(18, lanes), 3, 3, 8)]
-    with spec.target:
-        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(mod)
-        lowered = prepack_weights()(spec.schedule(spec.target)(lowered))
-        kernels = [g.name_hint for g, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-        built = tvm.compile(lowered, spec.target)
+    kernels, vm = built_for(mod, spec)
     assert len(kernels) == 1 and kernels[0].endswith("_prepacked"), kernels
     x = np.random.default_rng(3).standard_normal((1, 6, 7, 8)).astype("float32")
-    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, _conv_reference(x, w), rtol=1e-5, atol=1e-5)
 
 
@@ -177,10 +170,8 @@ def test_integer_attention_matmul_padded_bit_exact(spec):
     assert _matmul_weight_shapes(padded) == [(1, 2, 24, padded_channels(37, vector_isa(spec.target).lanes("int32")))]
     rng = np.random.default_rng(6)
     av, kv = rng.integers(0, 256, (1, 2, 13, 24)).astype("uint8"), rng.integers(-128, 128, (1, 2, 24, 37)).astype("int8")
-    with spec.target:
-        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(bb.get())
-        built = tvm.compile(prepack_weights()(spec.schedule(spec.target)(lowered)), spec.target)
-    got = relax.VirtualMachine(built, tvm.cpu())["main"](tvm.runtime.tensor(av), tvm.runtime.tensor(kv)).numpy()
+    _, vm = built_for(bb.get(), spec)
+    got = vm["main"](tvm.runtime.tensor(av), tvm.runtime.tensor(kv)).numpy()
     np.testing.assert_array_equal(got, np.matmul(av.astype(np.int64), kv.astype(np.int64)))
 
 

@@ -4,8 +4,9 @@ import pytest
 import tvm
 from tvm import relax
 
+from graphs import built_for
+
 import targets
-from compiler.build import graph_lowering, prepack_weights
 from targets.schedules.softmax_axis import softmax_over_last_axis
 
 SHAPE = (1, 16, 4, 30)
@@ -40,14 +41,11 @@ def _softmax_axes(mod: tvm.IRModule) -> list[int]:
 def test_inner_axis_moves_last(axis, log):
     mod = softmax_over_last_axis()(_softmax(axis, log))
     assert _softmax_axes(mod) == [-1]
-    spec = targets.get_target("x86")
-    with spec.target:
-        lowered = graph_lowering(spec.conv_layout, spec.legalize(spec.target))(_softmax(axis, log))
-        built = tvm.compile(prepack_weights()(spec.schedule(spec.target)(lowered)), spec.target)
+    _, target_vm = built_for(_softmax(axis, log), targets.get_target("x86"))
+    rewritten_vm = relax.VirtualMachine(tvm.compile(relax.transform.LegalizeOps()(mod), "llvm"), tvm.cpu())
     x = np.random.default_rng(0).standard_normal(SHAPE).astype("float32") * 4
-    for module in (mod, None):
-        exe = tvm.compile(relax.transform.LegalizeOps()(module), "llvm") if module is not None else built
-        got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    for vm in (rewritten_vm, target_vm):
+        got = vm["main"](tvm.runtime.tensor(x)).numpy()
         np.testing.assert_allclose(got, _reference(x, axis, log), rtol=1e-5, atol=1e-5)
 
 
