@@ -87,7 +87,7 @@ def _from_arrays(arrays: Mapping[str, np.ndarray], inputs: list[TensorSpec], ori
     n = min(counts, default=1)
     if n == 0:
         raise SqueezeError(f"calibration data {origin} is empty: give at least one sample per input")
-    return [{s.name: _sample(np.asarray(arrays[s.name]), s, i) for s in inputs} for i in range(n)]
+    return [{s.name: _sample(arrays[s.name], s, i) for s in inputs} for i in range(n)]
 
 
 def _batches_joined(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
